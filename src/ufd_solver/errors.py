@@ -1,0 +1,36 @@
+"""Exceptions raised for invalid user input.
+
+Every error a user can cause carries the configuration key (or file) it is
+about, so the command line can print one clear line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+
+class UfdError(Exception):
+    """Base class of errors that the CLI reports as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UfdError):
+    """An invalid configuration value.
+
+    Parameters
+    ----------
+    key:
+        Dotted key such as ``"solver.t_end"`` or a file name.
+    message:
+        What is wrong and what is allowed.
+    """
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+class SolverError(UfdError):
+    """The time integration failed (e.g. dt fell below dt_min)."""
+
+    exit_code = 3

@@ -1,0 +1,219 @@
+"""Finite-element discretisation of the weighted ultra-fast diffusion equation.
+
+    ∂_t ρ = −∇·(σ ∇(σ/ρ))            on Θ (closed manifold, torus, or no-flux box)
+
+We solve for the *pressure* p = σ/ρ.  Testing ∂_t ρ = −∇·(σ∇p) with v and
+integrating by parts (no boundary term: closed manifold, periodic, or the
+no-flux wall σ ∂_n p = 0) gives, for a step t_n → t_{n+1} = t_n + Δt with
+BDF coefficients (β₀, β₁, β₂) (backward Euler: (1, −1, 0); variable-step
+BDF2 with ω = Δt_n/Δt_{n−1}: ((1+2ω)/(1+ω), −(1+ω), ω²/(1+ω))):
+
+    R(p; v) = Δt ∫ σ ∇p·∇v dx − ∫ (β₀ σ/p + β₁ ρⁿ + β₂ ρⁿ⁻¹) v dx_L = 0,
+
+with ρⁿ⁺¹ = σ/p and dx_L the vertex ("lumped") quadrature.  Properties:
+
+* R = ∂E/∂p of E(p) = ½Δt∫σ|∇p|² − β₀∫σ log p dx_L − ∫(β₁ρⁿ + β₂ρⁿ⁻¹) p dx_L,
+  strictly convex on p > 0 with a log barrier: a unique solution with p > 0
+  exists, and the Jacobian Δt K + β₀ M_L σ/p² is symmetric positive definite
+  (CG + algebraic multigrid).  This is why p and not ρ is the unknown.
+* Mass: with v = 1, Σ_i R_i = −Σ_i m_i (β₀ρⁿ⁺¹ + β₁ρⁿ + β₂ρⁿ⁻¹)_i, and
+  β₀ + β₁ + β₂ = 0, so the lumped mass Σ m_i ρ_i is conserved up to the final
+  Newton residual.
+* Positivity: ρ_i = σ_i/p_i > 0 at every vertex, for any Δt, from any ρⁿ ≥ 0
+  (so ρ₀ may vanish on open sets).
+* Energy: F(ρ) = ½∫σ²/ρ − ½ = ½∫σ p dx_L − ½ is convex in ρ and, for
+  backward Euler on meshes whose stiffness matrix has non-positive
+  off-diagonal entries (no obtuse angles), F(ρⁿ⁺¹) − F(ρⁿ) ≤
+  −½Δt Σ_{ij} (−K_ij)(p_i + p_j)(p_i − p_j)² ≤ 0.
+
+With P1 elements the flux term ∫σ∇p·∇v is integrated exactly by a degree-1
+rule.  P2 (``mesh.degree = 2``) uses full quadrature instead of lumping:
+mass is still conserved, positivity holds at quadrature points only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import dolfinx
+import dolfinx.fem.petsc
+import ufl
+
+from .nls import Assembler, MPCAssembler, NewtonSolver
+
+
+class UFDProblem:
+    """Function spaces, unknowns and forms of one UFD discretisation.
+
+    Parameters
+    ----------
+    mesh: the feature-space mesh.
+    sigma, rho0: callables mapping dof coordinates (n × gdim) to values;
+        both are normalised here to unit (discrete) mass.
+    degree: Lagrange degree.
+    periodic: (length, dim) for a flat torus, or None.
+    solver_options: PETSc options for the SNES/KSP under the ``ufd_`` prefix.
+    source: optional callable (mesh, t) -> UFL expression f added to the
+        right-hand side, ∂_tρ = −∇·(σ∇(σ/ρ)) + f (manufactured solutions);
+        ``t`` is a Constant holding t_{n+1}.
+    """
+
+    def __init__(self, mesh, sigma, rho0, degree: int = 1, periodic=None,
+                 solver_options: dict | None = None, newton_rtol: float = 1e-11,
+                 newton_max_it: int = 30, source=None):
+        self.mesh = mesh
+        self.comm = mesh.comm
+        self.degree = degree
+        self.V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
+        self.mpc = None
+        if periodic is not None:
+            from .periodic import periodic_constraint
+
+            self.mpc = periodic_constraint(self.V, *periodic)
+        W = self.mpc.function_space if self.mpc is not None else self.V
+        self.W = W
+        gdim = mesh.geometry.dim
+        self.points = W.tabulate_dof_coordinates()[:, :gdim]
+
+        if degree == 1:
+            self.dxL = ufl.dx(metadata={"quadrature_rule": "vertex", "quadrature_degree": 1})
+            dxK = ufl.dx(metadata={"quadrature_degree": 1})
+            self.dxQ = ufl.dx(metadata={"quadrature_degree": 2})
+        else:
+            self.dxL = ufl.dx(metadata={"quadrature_degree": 4 * degree})
+            dxK = ufl.dx(metadata={"quadrature_degree": 3 * degree - 2})
+            self.dxQ = ufl.dx(metadata={"quadrature_degree": 4 * degree})
+
+        self.sigma = dolfinx.fem.Function(W, name="sigma")
+        self.p = dolfinx.fem.Function(W, name="p")
+        self.rho_n = dolfinx.fem.Function(W, name="rho_n")
+        self.rho_nm1 = dolfinx.fem.Function(W, name="rho_nm1")
+        self.dt = dolfinx.fem.Constant(mesh, 1.0)
+        self.beta = [dolfinx.fem.Constant(mesh, c) for c in (1.0, -1.0, 0.0)]
+
+        self._nodal_fn = dolfinx.fem.Function(W)
+        self._nodal_form = dolfinx.fem.form(self._nodal_fn * self.dxL)
+        self.sigma.x.array[:] = self._nodal(sigma, "teacher.density", strict=True)
+        rho0_vals = self._nodal(rho0, "initial.density", strict=False)
+        self.sigma.x.array[:] /= self.integrate_nodal(self.sigma.x.array)
+        self.rho_n.x.array[:] = rho0_vals / self.integrate_nodal(rho0_vals)
+        self.rho_nm1.x.array[:] = self.rho_n.x.array
+        self.p.x.array[:] = self.sigma.x.array / np.maximum(self.rho_n.x.array, 1e-3 * self.sigma.x.array)
+
+        v = ufl.TestFunction(self.V)
+        du = ufl.TrialFunction(self.V)
+        p, s = self.p, self.sigma
+        b0, b1, b2 = self.beta
+        R = (self.dt * s * ufl.inner(ufl.grad(p), ufl.grad(v)) * dxK
+             - (b0 * s / p + b1 * self.rho_n + b2 * self.rho_nm1) * v * self.dxL)
+        self.time = dolfinx.fem.Constant(mesh, 0.0)
+        if source is not None:
+            R = R + self.dt * source(mesh, self.time) * v * ufl.dx(metadata={"quadrature_degree": 4 + 2 * degree})
+        J = ufl.derivative(R, p, du)
+        if self.mpc is None:
+            assembler = Assembler(R, J, p)
+        else:
+            assembler = MPCAssembler(R, J, p, self.mpc)
+        self.solver = NewtonSolver(self.comm, assembler, solver_options, rtol=newton_rtol,
+                                   max_it=newton_max_it)
+
+        # diagnostics forms
+        self._mass_form = dolfinx.fem.form(s / p * self.dxL)
+        self._energy_form = dolfinx.fem.form(0.5 * s * p * self.dxL)
+        self._diss_form = dolfinx.fem.form(s * p * ufl.inner(ufl.grad(p), ufl.grad(p)) * self.dxQ)
+        self._l1_form = dolfinx.fem.form(abs(s / p - s) * self.dxL)
+        self._l1_form_rho = dolfinx.fem.form(abs(self.rho_n - s) * self.dxL)
+        self._weights = self._lumped_weights()
+
+    # -- helpers --------------------------------------------------------------
+    def _nodal(self, fn, key, strict):
+        from .errors import ConfigError
+
+        vals = np.asarray(fn(self.points), dtype=float)
+        bad = ~np.isfinite(vals)
+        bad = self.comm.allreduce(int(bad.any()), op=MPI.SUM)
+        if bad:
+            raise ConfigError(key, "density evaluates to NaN or inf on the mesh")
+        vmin = self.comm.allreduce(float(vals.min()) if vals.size else np.inf, op=MPI.MIN)
+        if strict and not vmin > 0:
+            raise ConfigError(key, f"σ must be strictly positive on the mesh (minimum {vmin:.3g})")
+        if not strict and vmin < 0:
+            raise ConfigError(key, f"ρ₀ must be non-negative on the mesh (minimum {vmin:.3g})")
+        return vals
+
+    def integrate_nodal(self, values: np.ndarray) -> float:
+        """∫ of the function with these dof values (lumped quadrature)."""
+        self._nodal_fn.x.array[:] = values
+        total = self.comm.allreduce(dolfinx.fem.assemble_scalar(self._nodal_form), op=MPI.SUM)
+        if not total > 0:
+            from .errors import ConfigError
+
+            raise ConfigError("initial.density", "ρ₀ has no mass on the mesh (its integral is not positive)")
+        return total
+
+    def _lumped_weights(self) -> np.ndarray:
+        """Lumped-mass weights m_i of owned dofs (for error norms)."""
+        v = ufl.TestFunction(self.V)
+        form = dolfinx.fem.form(v * self.dxL)
+        if self.mpc is None:
+            vec = dolfinx.fem.petsc.assemble_vector(form)
+        else:
+            import dolfinx_mpc
+
+            vec = dolfinx_mpc.assemble_vector(form, self.mpc)
+        vec.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        n = self.W.dofmap.index_map.size_local
+        w = vec.array_r[:n].copy()
+        vec.destroy()
+        return w
+
+    @property
+    def n_owned(self) -> int:
+        return self.W.dofmap.index_map.size_local
+
+    # -- state ----------------------------------------------------------------
+    def rho(self, p_values=None) -> np.ndarray:
+        """Nodal density σ/p (all local dofs)."""
+        p_values = self.p.x.array if p_values is None else p_values
+        return self.sigma.x.array / p_values
+
+    def set_coefficients(self, dt: float, beta, t_new: float = 0.0) -> None:
+        self.dt.value = dt
+        self.time.value = t_new
+        for c, b in zip(self.beta, beta):
+            c.value = b
+
+    def solve_step(self):
+        """One Newton solve for p from the current guess; (ok, newton its, krylov its)."""
+        n = self.n_owned
+        m_rho = self._weights * self.rho_n.x.array[:n]
+        scale, mass = self.comm.allreduce(np.array([float(m_rho @ m_rho), float(m_rho.sum())]), op=MPI.SUM)
+        return self.solver.solve(self.p, float(np.sqrt(scale)), float(mass))
+
+    def diagnostics(self) -> dict:
+        """mass, energy, dissipation, L¹ distance to σ and min ρ of the current p."""
+        comm = self.comm
+        a = dolfinx.fem.assemble_scalar
+        mass = comm.allreduce(a(self._mass_form), op=MPI.SUM)
+        energy = comm.allreduce(a(self._energy_form), op=MPI.SUM) - 0.5
+        diss = comm.allreduce(a(self._diss_form), op=MPI.SUM)
+        l1 = comm.allreduce(a(self._l1_form), op=MPI.SUM)
+        n = self.n_owned
+        rho = self.rho()[:n]
+        rmin = comm.allreduce(float(rho.min()) if rho.size else np.inf, op=MPI.MIN)
+        return {"mass": mass, "energy": energy, "dissipation": diss, "l1_to_sigma": l1, "min_rho": rmin}
+
+    def weighted_rms(self, e: np.ndarray, w: np.ndarray) -> float:
+        """sqrt(Σ m_i (e_i/w_i)² / Σ m_i) over owned dofs, global."""
+        n = self.n_owned
+        m = self._weights
+        num = float(np.sum(m * (e[:n] / w[:n]) ** 2))
+        den = float(np.sum(m))
+        num, den = self.comm.allreduce(np.array([num, den]), op=MPI.SUM)
+        return float(np.sqrt(num / den))
+
+    def destroy(self) -> None:
+        self.solver.destroy()
+

@@ -1,0 +1,104 @@
+"""Files every run writes beside its results: ``config.toml`` and ``summary.json``.
+
+Also the output-directory policy shared by ``ufd run`` and ``ufd train``: a
+directory is only reused when it is empty or holds a run of the same command
+(its ``summary.json`` says so); otherwise the run stops before writing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+from .config import Config, dumps_toml
+from .errors import ConfigError
+
+
+def versions() -> dict:
+    """Versions of the stack, for summaries and ``ufd info``."""
+    from . import __version__
+
+    out = {"ufd_solver": __version__, "python": platform.python_version()}
+    for name in ("numpy", "scipy", "dolfinx", "dolfinx_mpc", "petsc4py", "mpi4py", "pyvista", "adios2"):
+        mod = sys.modules.get(name)
+        if mod is None:
+            try:
+                mod = __import__(name)
+            except Exception:  # noqa: BLE001 - optional stack component
+                continue
+        out[name] = getattr(mod, "__version__", "unknown")
+    return out
+
+
+def prepare_outdir(path: str, command: str, comm=None) -> str:
+    """Create ``path`` for a run of ``command`` ("run", "train", ...).
+
+    Raises :class:`ConfigError` if the directory holds files that are not a
+    previous run of the same command.  Collective when ``comm`` is given.
+    """
+    rank = 0 if comm is None else comm.rank
+    error = None
+    if rank == 0:
+        try:
+            check_outdir(path, command)
+            os.makedirs(path, exist_ok=True)
+        except ConfigError as exc:
+            error = exc
+        except OSError as exc:
+            error = ConfigError(path, f"cannot create output directory: {exc.strerror}")
+    if comm is not None:
+        error = comm.bcast(error, root=0)
+    if error is not None:
+        raise error
+    return os.path.abspath(path)
+
+
+def check_outdir(path: str, command: str) -> None:
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise ConfigError(path, "output path exists and is not a directory")
+    entries = [e for e in os.listdir(path) if not e.startswith(".")]
+    if not entries:
+        return
+    summary = os.path.join(path, "summary.json")
+    try:
+        with open(summary) as fh:
+            previous = json.load(fh).get("command")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous != command:
+        raise ConfigError(
+            path, f"output directory holds files that are not a 'ufd {command}' run; "
+            "choose an empty or new directory (-o)"
+        )
+
+
+def write_config(outdir: str, config: Config) -> None:
+    """Write the resolved configuration (defaults filled in) as config.toml."""
+    atomic_write(os.path.join(outdir, "config.toml"), dumps_toml(config.to_dict()))
+
+
+def write_summary(outdir: str, command: str, status: str, comm_size: int, started: float, **extra) -> dict:
+    """Write summary.json (status is "running", "completed", "failed", "interrupted")."""
+    summary = {
+        "command": command,
+        "status": status,
+        "ranks": comm_size,
+        "wall_time_s": round(time.time() - started, 3),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "versions": versions(),
+        **extra,
+    }
+    atomic_write(os.path.join(outdir, "summary.json"), json.dumps(summary, indent=2, default=float) + "\n")
+    return summary
+
+
+def atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
