@@ -1,0 +1,108 @@
+"""The training objective and its gradients, sampled or population (MATH.md §2).
+
+    L_λ(c, θ) = (1/(2λ)) E_x[(f − y)²] + (1/M) Σ_j R(c_j),  R(c) = (c − c₀)²/2
+
+with c₀ = 0 ("biased") or 1 ("unbiased").  Each evaluation returns a
+:class:`State` holding, besides c, the loss and the risk E[(f − y)²],
+
+    grad[j] = E_x[(f − y) ∇_θ φ(θ_j, x)]     (M × D, ambient)
+    h[j]    = E_x[(f − y) φ(θ_j, x)]          (M,)
+
+so that dθ_j/dt = −(c_j/λ) P_θ grad[j] and the 2TS outer step is
+c ← c − η (h + λ (c − c₀)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .features import ReLU
+from .relu2d import ReLUCircleData
+from .varpro import ridge_dual, ridge_primal
+
+
+@dataclass
+class State:
+    c: np.ndarray
+    loss: float
+    risk: float
+    grad: np.ndarray
+    h: np.ndarray
+
+
+class Objective:
+    def __init__(self, lam: float, c0: float):
+        self.lam = float(lam)
+        self.c0 = float(c0)
+
+    def _state(self, c, risk, grad, h):
+        M = c.size
+        loss = 0.5 * risk / self.lam + 0.5 * float(((c - self.c0) ** 2).sum()) / M
+        return State(c, loss, risk, grad, h)
+
+
+class Sampled(Objective):
+    """E_x is the mean over N data points; y_i = (1/M*) Σ_k φ(θ*_k, x_i)."""
+
+    def __init__(self, feature, x, y, lam, c0, fast=True):
+        super().__init__(lam, c0)
+        self.feature, self.x, self.y = feature, x, y
+        self.N = x.shape[0]
+        self.fast = None
+        if fast and isinstance(feature, ReLU) and feature.space.kind == "circle":
+            self.fast = ReLUCircleData(x, y)
+
+    def varpro(self, theta):
+        M = theta.shape[0]
+        if self.fast is not None and self.N >= M:
+            G, b = self.fast.gram(theta)
+            c = ridge_primal(G, b + self.lam * self.c0, self.lam, M)
+            return self.fixed(theta, c)
+        Phi = self.feature.evaluate(theta, self.x)
+        c0 = np.full(M, self.c0)
+        if self.N < M:
+            c = ridge_dual(Phi, self.y, c0, self.lam)
+        else:
+            c = ridge_primal(Phi.T @ Phi / self.N, Phi.T @ self.y / self.N + self.lam * c0, self.lam, M)
+        return self._fixed(theta, c, Phi)
+
+    def fixed(self, theta, c):
+        if self.fast is not None:
+            r, grad, h = self.fast.residual(theta, c)
+            return self._state(c, float(r @ r) / self.N, grad, h)
+        return self._fixed(theta, c, self.feature.evaluate(theta, self.x))
+
+    def _fixed(self, theta, c, Phi):
+        M = theta.shape[0]
+        r = Phi @ c / M - self.y
+        grad = self.feature.grad_dot(theta, self.x, r / self.N)
+        return self._state(c, float(r @ r) / self.N, grad, Phi.T @ r / self.N)
+
+
+class Population(Objective):
+    """E_x exact: G = K(θ, θ), b and E[y²] from σ (:mod:`.population`)."""
+
+    def __init__(self, feature, term, lam, c0):
+        super().__init__(lam, c0)
+        self.feature, self.term = feature, term
+
+    def varpro(self, theta):
+        M = theta.shape[0]
+        G = self.feature.kernel(theta, theta)
+        b, db = self.term(theta)
+        c = ridge_primal(G, b + self.lam * self.c0, self.lam, M)
+        return self._fixed(theta, c, G, b, db)
+
+    def fixed(self, theta, c):
+        b, db = self.term(theta)
+        return self._fixed(theta, c, self.feature.kernel(theta, theta), b, db)
+
+    def _fixed(self, theta, c, G, b, db):
+        M = theta.shape[0]
+        Gc = G @ c / M
+        risk = float(c @ Gc) / M - 2.0 * float(c @ b) / M + self.term.yy
+        W = np.broadcast_to(c / M, (M, M))
+        grad = self.feature.kernel_grad_dot(theta, theta, W) - db
+        return self._state(c, risk, grad, Gc - b)
