@@ -210,8 +210,8 @@ def _parse_mixture(value, key):
     m = arr.shape[0]
     default_width = 10.0 if fam == "vonmises" else 0.3
     w = value.get(width, default_width)
-    widths = np.asarray(w if isinstance(w, list) else [w] * m)
-    if widths.shape != (m,):
+    widths = list(w) if isinstance(w, list) else [w] * m
+    if len(widths) != m:
         raise ConfigError(f"{key}.{width}", f"expected a number or a list of {m} numbers")
     widths = np.array([_number(x, f"{key}.{width}", positive=True) for x in widths])
     weights = value.get("weights", [1.0] * m)

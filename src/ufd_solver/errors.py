@@ -29,6 +29,9 @@ class ConfigError(UfdError):
         self.message = message
         super().__init__(f"{key}: {message}" if key else message)
 
+    def __reduce__(self):  # picklable, so it can be broadcast between ranks
+        return (type(self), (self.key, self.message))
+
 
 class SolverError(UfdError):
     """The time integration failed (e.g. dt fell below dt_min)."""

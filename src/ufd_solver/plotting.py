@@ -137,16 +137,19 @@ def _plot_surface(snap, pics, gif):
         grid.point_data["rho"] = rho[i]
         pl = pv.Plotter(off_screen=True, shape=(1, 2), window_size=(1100, 520))
         pl.subplot(0, 0)
-        pl.add_text(f"ρ at t = {t:.4g}", font_size=12)
+        pl.add_text(f"rho at t = {t:.4g}", font_size=12)
         pl.add_mesh(grid.copy(), scalars="rho", clim=clim, cmap="viridis",
                     scalar_bar_args={"title": "rho"})
         pl.subplot(0, 1)
-        pl.add_text("σ (teacher)", font_size=12)
+        pl.add_text("sigma (teacher)", font_size=12)
         pl.add_mesh(grid.copy(), scalars="sigma", clim=clim, cmap="viridis",
                     scalar_bar_args={"title": "sigma"})
-        pl.link_views()
-        if snap["points"].shape[1] == 2:
-            pl.view_xy()
+        for j in range(2):
+            pl.subplot(0, j)
+            if snap["points"].shape[1] == 2:
+                pl.view_xy()
+            else:
+                pl.camera_position = [(4.0, 2.8, 3.6), (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)]
         path = os.path.join(pics, f"rho_t{i:03d}.png")
         pl.screenshot(path)
         pl.close()
