@@ -6,8 +6,11 @@ fields ``rho``, ``sigma`` and ``ratio`` (= ρ/σ) on the original P-space to
 * ``rho.bp``  — VTX (ADIOS2, BP4); open in ParaView with *ADIOS2VTXReader*;
 * ``rho.xdmf`` (+ ``.h5``) — XDMF; open with *Xdmf3ReaderT*;
 
+(with ``mesh.degree = 2`` VTX keeps P2, XDMF and the snapshots hold the P1
+interpolant at the vertices)
+
 and gathers ρ on rank 0 for ``snapshots.npz``: ``times`` (T), ``points``
-(n × gdim dof coordinates, global order), ``rho`` (T × n), ``sigma`` (n) and
+(n × gdim vertex coordinates, global order), ``rho`` (T × n), ``sigma`` (n) and
 ``cells`` (global dof connectivity, for plotting).  ``diagnostics.csv`` gets
 one row per accepted step (rank 0), flushed as it goes.
 """
@@ -73,9 +76,18 @@ class RunWriter:
         self.ratio = dolfinx.fem.Function(V, name="ratio")
         self._tmp = dolfinx.fem.Function(problem.W)
         self.sigma.interpolate(problem.sigma)
+        # XDMF and snapshots hold vertex values (P1); VTX the native degree
+        if problem.degree == 1:
+            self.V1, self.rho1, self.sigma1, self.ratio1 = V, self.rho, self.sigma, self.ratio
+        else:
+            self.V1 = dolfinx.fem.functionspace(problem.mesh, ("Lagrange", 1))
+            self.rho1 = dolfinx.fem.Function(self.V1, name="rho")
+            self.sigma1 = dolfinx.fem.Function(self.V1, name="sigma")
+            self.ratio1 = dolfinx.fem.Function(self.V1, name="ratio")
+            self.sigma1.interpolate(self.sigma)
         self.use_vtx, self.use_xdmf = vtx, xdmf
         self.vtx = self.xdmf = None
-        self.gatherer = Gatherer(V)
+        self.gatherer = Gatherer(self.V1)
         self.times: list[float] = []
         self.rhos: list[np.ndarray] = []
         self.csv_file = None
@@ -100,6 +112,9 @@ class RunWriter:
         self.rho.interpolate(self._tmp)
         self.rho.x.scatter_forward()
         self.ratio.x.array[:] = self.rho.x.array / self.sigma.x.array
+        if self.rho1 is not self.rho:
+            self.rho1.interpolate(self.rho)
+            self.ratio1.x.array[:] = self.rho1.x.array / self.sigma1.x.array
 
     def write(self, t: float, rho_values: np.ndarray) -> None:
         """Write ρ (nodal values on the problem's space) at time t."""
@@ -109,10 +124,10 @@ class RunWriter:
         if self.vtx is not None:
             self.vtx.write(t)
         if self.xdmf is not None:
-            self.xdmf.write_function(self.rho, t)
-            self.xdmf.write_function(self.sigma, t)
-            self.xdmf.write_function(self.ratio, t)
-        g = self.gatherer.gather(self.rho.x.array)
+            self.xdmf.write_function(self.rho1, t)
+            self.xdmf.write_function(self.sigma1, t)
+            self.xdmf.write_function(self.ratio1, t)
+        g = self.gatherer.gather(self.rho1.x.array)
         if self.comm.rank == 0:
             self.times.append(t)
             self.rhos.append(g)
@@ -124,9 +139,9 @@ class RunWriter:
 
     def save_snapshots(self) -> None:
         """Write snapshots.npz (rank 0; the others only take part in the gathers)."""
-        V = self.V
+        V = self.V1
         points = self.gatherer.gather(V.tabulate_dof_coordinates()[:, : V.mesh.geometry.dim])
-        sigma = self.gatherer.gather(self.sigma.x.array)
+        sigma = self.gatherer.gather(self.sigma1.x.array)
         cells = self.gatherer.cells(V)
         if self.comm.rank == 0:
             path = os.path.join(self.outdir, "snapshots.npz")

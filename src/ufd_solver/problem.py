@@ -90,6 +90,12 @@ class UFDProblem:
         self.p = dolfinx.fem.Function(W, name="p")
         self.rho_n = dolfinx.fem.Function(W, name="rho_n")
         self.rho_nm1 = dolfinx.fem.Function(W, name="rho_nm1")
+        # history as pressures: ρ = σ/p at quadrature points, so that the mass
+        # of the history equals the mass of the previous unknown (needed for
+        # P2 without lumping; with lumped P1 both are the same nodal values)
+        self.p_n = dolfinx.fem.Function(W, name="p_n")
+        self.p_nm1 = dolfinx.fem.Function(W, name="p_nm1")
+        self.from_p = [dolfinx.fem.Constant(mesh, 0.0), dolfinx.fem.Constant(mesh, 0.0)]
         self.dt = dolfinx.fem.Constant(mesh, 1.0)
         self.beta = [dolfinx.fem.Constant(mesh, c) for c in (1.0, -1.0, 0.0)]
 
@@ -106,8 +112,13 @@ class UFDProblem:
         du = ufl.TrialFunction(self.V)
         p, s = self.p, self.sigma
         b0, b1, b2 = self.beta
+        self.p_n.x.array[:] = 1.0
+        self.p_nm1.x.array[:] = 1.0
+        c1, c2 = self.from_p
+        hist1 = (1 - c1) * self.rho_n + c1 * s / self.p_n
+        hist2 = (1 - c2) * self.rho_nm1 + c2 * s / self.p_nm1
         R = (self.dt * s * ufl.inner(ufl.grad(p), ufl.grad(v)) * dxK
-             - (b0 * s / p + b1 * self.rho_n + b2 * self.rho_nm1) * v * self.dxL)
+             - (b0 * s / p + b1 * hist1 + b2 * hist2) * v * self.dxL)
         self.time = dolfinx.fem.Constant(mesh, 0.0)
         if source is not None:
             R = R + self.dt * source(mesh, self.time) * v * ufl.dx(metadata={"quadrature_degree": 4 + 2 * degree})
@@ -124,7 +135,6 @@ class UFDProblem:
         self._energy_form = dolfinx.fem.form(0.5 * s * p * self.dxL)
         self._diss_form = dolfinx.fem.form(s * p * ufl.inner(ufl.grad(p), ufl.grad(p)) * self.dxQ)
         self._l1_form = dolfinx.fem.form(abs(s / p - s) * self.dxL)
-        self._l1_form_rho = dolfinx.fem.form(abs(self.rho_n - s) * self.dxL)
         self._weights = self._lumped_weights()
 
     # -- helpers --------------------------------------------------------------
@@ -154,7 +164,7 @@ class UFDProblem:
         return total
 
     def _lumped_weights(self) -> np.ndarray:
-        """Lumped-mass weights m_i of owned dofs (for error norms)."""
+        """Lumped-mass weights m_i of owned dofs (for error norms; slaves get 0)."""
         v = ufl.TestFunction(self.V)
         form = dolfinx.fem.form(v * self.dxL)
         if self.mpc is None:
@@ -167,7 +177,21 @@ class UFDProblem:
         n = self.W.dofmap.index_map.size_local
         w = vec.array_r[:n].copy()
         vec.destroy()
+        if self.degree > 1:
+            # consistent P2 row sums vanish or change sign at vertices: use
+            # equal weights (total volume / number of dofs) for norms instead
+            total = self.comm.allreduce(float(w.sum()), op=MPI.SUM)
+            ndofs = self.W.dofmap.index_map.size_global
+            w = np.full(n, total / ndofs)
+            w[self._slave_mask(n)] = 0.0
         return w
+
+    def _slave_mask(self, n: int) -> np.ndarray:
+        mask = np.zeros(n, dtype=bool)
+        if self.mpc is not None:
+            slaves = np.asarray(self.mpc.slaves)
+            mask[slaves[slaves < n]] = True
+        return mask
 
     @property
     def n_owned(self) -> int:
@@ -178,6 +202,17 @@ class UFDProblem:
         """Nodal density σ/p (all local dofs)."""
         p_values = self.p.x.array if p_values is None else p_values
         return self.sigma.x.array / p_values
+
+    def set_history(self, rho_n, p_n=None, rho_nm1=None, p_nm1=None) -> None:
+        """Previous states: nodal densities, and their pressures where they
+        came from a solve (None for the initial density)."""
+        rho_nm1 = rho_n if rho_nm1 is None else rho_nm1
+        for rho_f, p_f, c, rho_v, p_v in ((self.rho_n, self.p_n, self.from_p[0], rho_n, p_n),
+                                          (self.rho_nm1, self.p_nm1, self.from_p[1], rho_nm1, p_nm1)):
+            rho_f.x.array[:] = rho_v
+            use_p = p_v is not None and self.degree > 1
+            c.value = 1.0 if use_p else 0.0
+            p_f.x.array[:] = p_v if use_p else 1.0
 
     def set_coefficients(self, dt: float, beta, t_new: float = 0.0) -> None:
         self.dt.value = dt

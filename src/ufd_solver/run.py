@@ -97,6 +97,11 @@ def run_pde(config: Config, outdir: str, comm: MPI.Comm = MPI.COMM_WORLD) -> dic
             log.error("%s", exc)
         except KeyboardInterrupt:
             status, message = "interrupted", "interrupted by the user"
+        except Exception as exc:  # an unexpected crash still leaves an honest summary
+            if comm.rank == 0:
+                write_summary(outdir, "run", "failed", comm.size, started,
+                              message=f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             progress.close()
             writer.save_snapshots()

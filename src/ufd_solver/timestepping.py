@@ -108,6 +108,7 @@ class TimeIntegrator:
         hist_t = [0.0]
         hist_rho = [P.rho_n.x.array.copy()]
         hist_logp = [np.log(P.p.x.array.copy())]
+        hist_p = [None]  # the initial density did not come from a solve
         hist_dt: list[float] = []
         outputs = [s for s in cfg.output_times if s > 0]
         if on_output is not None:
@@ -137,8 +138,10 @@ class TimeIntegrator:
                 use_bdf2 = self.order == 2 and len(hist_dt) >= 1
                 omega = h / hist_dt[-1] if use_bdf2 else None
                 beta = bdf_coefficients(cfg.scheme if use_bdf2 else "be", omega)
-                P.rho_n.x.array[:] = hist_rho[-1]
-                P.rho_nm1.x.array[:] = hist_rho[-2] if use_bdf2 else hist_rho[-1]
+                if use_bdf2:
+                    P.set_history(hist_rho[-1], hist_p[-1], hist_rho[-2], hist_p[-2])
+                else:
+                    P.set_history(hist_rho[-1], hist_p[-1])
                 P.set_coefficients(h, beta, t + h)
                 # initial guess: extrapolate log p
                 npred = min(len(hist_t), self.order + 1)
@@ -186,8 +189,9 @@ class TimeIntegrator:
             hist_t.append(t)
             hist_rho.append(rho_c.copy())
             hist_logp.append(np.log(P.p.x.array))
+            hist_p.append(P.p.x.array.copy())
             hist_dt.append(h)
-            del hist_t[:-3], hist_rho[:-3], hist_logp[:-3], hist_dt[:-3]
+            del hist_t[:-3], hist_rho[:-3], hist_logp[:-3], hist_p[:-3], hist_dt[:-3]
             self.steps += 1
             if len(hist_t) <= 2 and err == 0.0:
                 growth = 1.0
