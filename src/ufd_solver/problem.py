@@ -33,6 +33,8 @@ mass is still conserved, positivity holds at quadrature points only.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -42,6 +44,8 @@ import dolfinx.fem.petsc
 import ufl
 
 from .nls import Assembler, MPCAssembler, NewtonSolver
+
+log = logging.getLogger(__name__)
 
 
 class UFDProblem:
@@ -103,8 +107,11 @@ class UFDProblem:
         self._nodal_form = dolfinx.fem.form(self._nodal_fn * self.dxL)
         self.sigma.x.array[:] = self._nodal(sigma, "teacher.density", strict=True)
         rho0_vals = self._nodal(rho0, "initial.density", strict=False)
-        self.sigma.x.array[:] /= self.integrate_nodal(self.sigma.x.array)
-        self.rho_n.x.array[:] = rho0_vals / self.integrate_nodal(rho0_vals)
+        sigma_mass = self.integrate_nodal(self.sigma.x.array)
+        rho0_mass = self.integrate_nodal(rho0_vals)
+        log.info("normalising to unit mass: ∫σ = %.6g, ∫ρ₀ = %.6g on the mesh", sigma_mass, rho0_mass)
+        self.sigma.x.array[:] /= sigma_mass
+        self.rho_n.x.array[:] = rho0_vals / rho0_mass
         self.rho_nm1.x.array[:] = self.rho_n.x.array
         self.p.x.array[:] = self.sigma.x.array / np.maximum(self.rho_n.x.array, 1e-3 * self.sigma.x.array)
 
