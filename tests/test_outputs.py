@@ -121,3 +121,19 @@ def test_plot_pictures(tmp_path, kind):
 
     img = np.asarray(Image.open(pngs[0]).convert("L"), dtype=float)
     assert img.std() > 5.0  # not a blank picture
+
+
+def test_snapshots_independent_of_rank_count(comm, mpi_tmp_path):
+    """snapshots.npz written on all ranks equals the one written by a COMM_SELF run."""
+    if comm.size == 1:
+        pytest.skip("needs mpirun -n 2")
+    overrides = ["mesh.kind='torus'", "mesh.resolution=8", "teacher.density='2 + cos(pi*x/2)'",
+                 "solver.t_end=1"]
+    _, par, _ = _run(mpi_tmp_path, comm, overrides, "par")
+    if comm.rank == 0:
+        _, ser, _ = _run(mpi_tmp_path, MPI.COMM_SELF, overrides, "ser")
+        a = np.load(os.path.join(par, "snapshots.npz"))
+        b = np.load(os.path.join(ser, "snapshots.npz"))
+        np.testing.assert_allclose(a["points"], b["points"], rtol=0, atol=1e-14)
+        np.testing.assert_array_equal(a["cells"], b["cells"])
+        np.testing.assert_allclose(a["rho"], b["rho"], rtol=1e-10)

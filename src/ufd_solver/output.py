@@ -10,8 +10,9 @@ fields ``rho``, ``sigma`` and ``ratio`` (= ρ/σ) on the original P-space to
 interpolant at the vertices)
 
 and gathers ρ on rank 0 for ``snapshots.npz``: ``times`` (T), ``points``
-(n × gdim vertex coordinates, global order), ``rho`` (T × n), ``sigma`` (n) and
-``cells`` (global dof connectivity, for plotting).  ``diagnostics.csv`` gets
+(n × gdim vertex coordinates in the mesh's input order, the same for any
+number of ranks), ``rho`` (T × n), ``sigma`` (n) and ``cells`` (cell → vertex
+connectivity, for plotting).  ``diagnostics.csv`` gets
 one row per accepted step (rank 0), flushed as it goes.
 """
 
@@ -30,16 +31,33 @@ from .timestepping import DIAGNOSTIC_COLUMNS
 
 
 class Gatherer:
-    """Gather owned dof values of a space on rank 0 in global dof order."""
+    """Gather owned P1 dof values on rank 0 in the mesh's *input* vertex order.
 
-    def __init__(self, V: dolfinx.fem.FunctionSpace):
-        self.comm = V.mesh.comm
-        imap = V.dofmap.index_map
+    The input order (the order of the vertices given to dolfinx by the mesh
+    builder or the mesh file) does not depend on the number of ranks or the
+    partition, so ``snapshots.npz`` is the same on 1 and N ranks.
+    """
+
+    def __init__(self, V1: dolfinx.fem.FunctionSpace):
+        mesh = V1.mesh
+        self.comm = mesh.comm
+        imap = V1.dofmap.index_map
         self.n_owned = imap.size_local
-        self.global_ids = imap.local_to_global(np.arange(self.n_owned, dtype=np.int32))
+        tdim = mesh.topology.dim
+        n_cells = mesh.topology.index_map(tdim).size_local + mesh.topology.index_map(tdim).num_ghosts
+        cell_dofs = V1.dofmap.list[:n_cells]
+        geom_nodes = mesh.geometry.dofmap[:n_cells]
+        inputs = np.asarray(mesh.geometry.input_global_indices, dtype=np.int64)
+        dof_input = np.empty(self.n_owned + imap.num_ghosts, dtype=np.int64)
+        dof_input[cell_dofs.ravel()] = inputs[geom_nodes.ravel()]
+        self.dof_input = dof_input
         self.n_global = imap.size_global
-        all_ids = self.comm.gather(self.global_ids, root=0)
+        all_ids = self.comm.gather(dof_input[: self.n_owned], root=0)
         self.order = np.concatenate(all_ids) if self.comm.rank == 0 else None
+        n_local_cells = mesh.topology.index_map(tdim).size_local
+        self._cells = self.comm.gather(dof_input[cell_dofs[:n_local_cells]], root=0)
+        self._cell_order = self.comm.gather(
+            np.asarray(mesh.topology.original_cell_index[:n_local_cells], dtype=np.int64), root=0)
 
     def gather(self, local: np.ndarray) -> np.ndarray | None:
         parts = self.comm.gather(np.ascontiguousarray(local[: self.n_owned]), root=0)
@@ -50,16 +68,18 @@ class Gatherer:
         out[self.order] = data
         return out
 
-    def cells(self, V) -> np.ndarray | None:
-        mesh = V.mesh
-        tdim = mesh.topology.dim
-        nc = mesh.topology.index_map(tdim).size_local
-        dofs = V.dofmap.list[:nc]
-        imap = V.dofmap.index_map
-        n_all = imap.size_local + imap.num_ghosts
-        l2g = imap.local_to_global(np.arange(n_all, dtype=np.int32))
-        parts = self.comm.gather(l2g[dofs], root=0)
-        return np.concatenate(parts) if self.comm.rank == 0 else None
+    def scatter(self, values: np.ndarray | None, out: np.ndarray) -> None:
+        """Inverse of :meth:`gather`: global input-ordered ``values`` (rank 0) into
+        the local dof array ``out`` (owned and ghost entries)."""
+        values = self.comm.bcast(values, root=0)
+        out[: len(self.dof_input)] = values[self.dof_input]
+
+    def cells(self) -> np.ndarray | None:
+        """Cell → vertex connectivity in input vertex numbers (rank 0)."""
+        if self.comm.rank != 0:
+            return None
+        cells = np.concatenate(self._cells)
+        return cells[np.argsort(np.concatenate(self._cell_order), kind="stable")]
 
 
 class RunWriter:
@@ -142,7 +162,7 @@ class RunWriter:
         V = self.V1
         points = self.gatherer.gather(V.tabulate_dof_coordinates()[:, : V.mesh.geometry.dim])
         sigma = self.gatherer.gather(self.sigma1.x.array)
-        cells = self.gatherer.cells(V)
+        cells = self.gatherer.cells()
         if self.comm.rank == 0:
             path = os.path.join(self.outdir, "snapshots.npz")
             tmp = path + ".tmp.npz"
