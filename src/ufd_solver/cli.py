@@ -2,7 +2,9 @@
 
 Exit codes: 0 success, 2 invalid input (one line naming the key/file and
 what is allowed; nothing written), 3 the solver failed (outputs up to the
-failure are kept and ``summary.json`` says ``"status": "failed"``).
+failure are kept and ``summary.json`` says ``"status": "failed"``),
+128 + signal number when SIGINT/SIGTERM stopped the run after a final
+checkpoint (``"status": "interrupted"``; continue with ``--restart``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="solve the PDE", description=RUN_HELP)
     _add_config_args(p, "ufd-output")
+    p.add_argument("--restart", metavar="OUTDIR", default=None,
+                   help="continue the run in OUTDIR from its last checkpoint, with its own "
+                   "config.toml (any number of ranks)")
 
     p = sub.add_parser("train", help="train a student network (particles)",
                        description="Train a two-layer student network against a teacher "
@@ -93,6 +98,27 @@ def main(argv=None) -> int:
 
 
 def _dispatch(args, comm) -> int:
+    if args.command == "run" and args.restart:
+        import os
+
+        from .config import load_config
+        from .errors import ConfigError
+        from .run import run_pde
+
+        if args.config or args.overrides or args.output:
+            raise ConfigError("--restart", "takes the run's own config.toml: give no CONFIG, --set or -o")
+        path = os.path.join(args.restart, "config.toml")
+        if not os.path.isfile(path):
+            raise ConfigError(args.restart, "not the output directory of a 'ufd run' (no config.toml)")
+        cfg = load_config(path)
+        if args.quiet:
+            import dataclasses
+
+            cfg = cfg.replace(output=dataclasses.replace(cfg.output, progress=False))
+        summary = run_pde(cfg, args.restart, comm, restart=True)
+        logging.getLogger("ufd_solver").info("run: %s after restart, outputs in %s",
+                                             summary.get("status"), args.restart)
+        return 0
     if args.command in ("run", "train"):
         cfg = _config(args)
         if args.quiet:

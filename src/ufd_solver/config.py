@@ -9,6 +9,7 @@ One TOML file drives ``ufd run`` (PDE) and ``ufd train`` (particles)::
                 rtol, atol, safety, max_growth, newton_rtol, newton_max_it,
                 max_retries, ksp_type, pc_type, petsc_options
     [output]    directory, vtx, xdmf, progress
+    [checkpoint] every_steps, every_seconds
     [training]  see :class:`TrainingConfig`
 
 Every key has a default (see ``ufd run --help`` and the README), so an empty
@@ -264,6 +265,29 @@ class OutputConfig:
                    _get(t, "progress", d.progress, key, bool))
 
 
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """``[checkpoint]``: periodic restart files of ``ufd run``.
+
+    every_steps: write a checkpoint every K accepted steps (0: never by count).
+    every_seconds: and whenever W wall-clock seconds have passed since the
+    last one (0: never by time).  SIGINT/SIGTERM always write a final one.
+    """
+
+    every_steps: int = 0
+    every_seconds: float = 600.0
+
+    KEYS = ("every_steps", "every_seconds")
+
+    @classmethod
+    def from_table(cls, t: dict) -> CheckpointConfig:
+        key = "checkpoint"
+        _check_keys(t, cls.KEYS, key)
+        d = cls()
+        return cls(_get(t, "every_steps", d.every_steps, key, int, nonneg=True),
+                   _get(t, "every_seconds", d.every_seconds, key, float, nonneg=True))
+
+
 FEATURES = ("relu", "vonmises", "gaussian", "radial")
 
 
@@ -337,7 +361,7 @@ class TrainingConfig:
                    t_end, times, num, kappa, std, scale, seed)
 
 
-SECTIONS = ("mesh", "teacher", "initial", "solver", "output", "training")
+SECTIONS = ("mesh", "teacher", "initial", "solver", "output", "checkpoint", "training")
 
 
 @dataclass(frozen=True)
@@ -349,6 +373,7 @@ class Config:
     initial: DensityConfig = None  # type: ignore[assignment]
     solver: SolverConfig = field(default_factory=SolverConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     raw: dict = field(default_factory=dict, hash=False, compare=False)
 
@@ -371,6 +396,7 @@ class Config:
             initial.density.check_space(space)
         return cls(mesh, teacher, initial, SolverConfig.from_table(data.get("solver", {})),
                    OutputConfig.from_table(data.get("output", {})),
+                   CheckpointConfig.from_table(data.get("checkpoint", {})),
                    TrainingConfig.from_table(data.get("training", {})), data)
 
     def replace(self, **sections) -> Config:
@@ -385,6 +411,7 @@ class Config:
             "solver": {k: (list(getattr(self.solver, k)) if k == "output_times" else getattr(self.solver, k))
                        for k in SolverConfig.KEYS},
             "output": {k: getattr(self.output, k) for k in OutputConfig.KEYS},
+            "checkpoint": {k: getattr(self.checkpoint, k) for k in CheckpointConfig.KEYS},
             "training": {k: (list(getattr(self.training, "lam" if k == "lambda" else k))
                              if k == "output_times" else getattr(self.training, "lam" if k == "lambda" else k))
                          for k in TrainingConfig.KEYS},

@@ -37,3 +37,11 @@ class SolverError(UfdError):
     """The time integration failed (e.g. dt fell below dt_min)."""
 
     exit_code = 3
+
+
+class RunInterrupted(UfdError):
+    """SIGINT/SIGTERM stopped the run after writing a checkpoint (exit 128 + signal)."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

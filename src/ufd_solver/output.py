@@ -85,7 +85,11 @@ class Gatherer:
 class RunWriter:
     """Write a PDE run's outputs in ``outdir`` (collective)."""
 
-    def __init__(self, problem, outdir: str, vtx: bool = True, xdmf: bool = True):
+    def __init__(self, problem, outdir: str, vtx: bool = True, xdmf: bool = True,
+                 resume: tuple | None = None):
+        """``resume = (csv_rows, (times, rhos))`` continues a checkpointed run:
+        diagnostics.csv keeps its header and first ``csv_rows`` rows, and the
+        ParaView series are written again from the saved snapshots."""
         self.problem = problem
         self.outdir = outdir
         self.comm = problem.comm
@@ -112,6 +116,8 @@ class RunWriter:
         self.rhos: list[np.ndarray] = []
         self.csv_file = None
         self.csv = None
+        self.resume = resume
+        self.rows = 0
 
     def __enter__(self):
         comm = self.comm
@@ -121,41 +127,71 @@ class RunWriter:
         if self.use_xdmf:
             self.xdmf = dolfinx.io.XDMFFile(comm, os.path.join(self.outdir, "rho.xdmf"), "w")
             self.xdmf.write_mesh(self.problem.mesh)
+        path = os.path.join(self.outdir, "diagnostics.csv")
+        if self.resume is None:
+            if comm.rank == 0:
+                self.csv_file = open(path, "w", newline="")
+                self.csv = csv.DictWriter(self.csv_file, fieldnames=DIAGNOSTIC_COLUMNS)
+                self.csv.writeheader()
+            return self
+        rows, snaps = self.resume
+        times, rhos = snaps if snaps is not None else ([], [])
         if comm.rank == 0:
-            self.csv_file = open(os.path.join(self.outdir, "diagnostics.csv"), "w", newline="")
+            with open(path, newline="") as fh:
+                kept = fh.readlines()[: 1 + rows]
+            self.csv_file = open(path, "w", newline="")
+            self.csv_file.writelines(kept)
+            self.csv_file.flush()
             self.csv = csv.DictWriter(self.csv_file, fieldnames=DIAGNOSTIC_COLUMNS)
-            self.csv.writeheader()
+        self.rows = rows
+        n = comm.bcast(len(times) if comm.rank == 0 else None, root=0)
+        for k in range(n):
+            t = comm.bcast(float(times[k]) if comm.rank == 0 else None, root=0)
+            self.gatherer.scatter(rhos[k] if comm.rank == 0 else None, self.rho1.x.array)
+            self.rho1.x.scatter_forward()
+            if self.rho1 is not self.rho:
+                self.rho.interpolate(self.rho1)
+            self._write_series(t)
+            if comm.rank == 0:
+                self.times.append(t)
+                self.rhos.append(np.asarray(rhos[k]))
         return self
 
-    def _update_fields(self, rho_values: np.ndarray) -> None:
-        self._tmp.x.array[:] = rho_values
-        self.rho.interpolate(self._tmp)
-        self.rho.x.scatter_forward()
+    def _write_series(self, t: float) -> None:
         self.ratio.x.array[:] = self.rho.x.array / self.sigma.x.array
         if self.rho1 is not self.rho:
-            self.rho1.interpolate(self.rho)
             self.ratio1.x.array[:] = self.rho1.x.array / self.sigma1.x.array
-
-    def write(self, t: float, rho_values: np.ndarray) -> None:
-        """Write ρ (nodal values on the problem's space) at time t."""
-        if not np.all(np.isfinite(rho_values)):
-            raise FloatingPointError("refusing to write a non-finite density")
-        self._update_fields(rho_values)
         if self.vtx is not None:
             self.vtx.write(t)
         if self.xdmf is not None:
             self.xdmf.write_function(self.rho1, t)
             self.xdmf.write_function(self.sigma1, t)
             self.xdmf.write_function(self.ratio1, t)
+
+    def write(self, t: float, rho_values: np.ndarray) -> None:
+        """Write ρ (nodal values on the problem's space) at time t."""
+        if not np.all(np.isfinite(rho_values)):
+            raise FloatingPointError("refusing to write a non-finite density")
+        self._tmp.x.array[:] = rho_values
+        self.rho.interpolate(self._tmp)
+        self.rho.x.scatter_forward()
+        if self.rho1 is not self.rho:
+            self.rho1.interpolate(self.rho)
+        self._write_series(t)
         g = self.gatherer.gather(self.rho1.x.array)
         if self.comm.rank == 0:
             self.times.append(t)
             self.rhos.append(g)
 
     def record(self, row: dict) -> None:
+        self.rows += 1
         if self.csv is not None:
             self.csv.writerow({k: row.get(k, "") for k in DIAGNOSTIC_COLUMNS})
             self.csv_file.flush()
+
+    def snapshots(self) -> tuple | None:
+        """(times, rhos) gathered so far (rank 0; None elsewhere)."""
+        return (list(self.times), list(self.rhos)) if self.comm.rank == 0 else None
 
     def save_snapshots(self) -> None:
         """Write snapshots.npz (rank 0; the others only take part in the gathers)."""

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from mpi4py import MPI
 
 from .config import SolverConfig
 from .errors import SolverError
@@ -87,39 +89,111 @@ class StepRecord:
                 "error_estimate": self.error_estimate}
 
 
-class TimeIntegrator:
-    """Integrate a :class:`UFDProblem` from t = 0 to ``cfg.t_end``."""
+@dataclass
+class IntegratorState:
+    """Everything the integrator needs to continue a run (checkpointed).
 
-    def __init__(self, problem: UFDProblem, cfg: SolverConfig):
+    ``hist_rho``/``hist_p`` hold the last (up to) three accepted states as
+    local dof arrays; ``hist_p[k]`` is None for the initial density.
+    """
+
+    t: float
+    dt: float
+    k_out: int
+    hist_t: list
+    hist_dt: list
+    hist_rho: list
+    hist_p: list
+    steps: int = 0
+    rejected_total: int = 0
+    failed_solves: int = 0
+
+
+class Interrupted(Exception):
+    """Raised by :meth:`TimeIntegrator.run` when ``should_stop()`` said so."""
+
+
+def _fault_plan() -> dict:
+    """Fault injection for tests: ``UFD_INJECT_FAULTS="newton@5,nan@8,newton@12+"``
+    makes the Newton solve of accepted-step number 5 fail once, returns NaN at
+    step 8, and fails every solve from step 12 on."""
+    plan = {}
+    for item in filter(None, os.environ.get("UFD_INJECT_FAULTS", "").split(",")):
+        kind, _, step = item.partition("@")
+        persistent = step.endswith("+")
+        plan[int(step.rstrip("+"))] = (kind.strip(), persistent)
+    return plan
+
+
+class TimeIntegrator:
+    """Integrate a :class:`UFDProblem` from t = 0 (or a saved state) to ``cfg.t_end``."""
+
+    def __init__(self, problem: UFDProblem, cfg: SolverConfig, state: IntegratorState | None = None):
         self.problem = problem
         self.cfg = cfg
         self.order = 2 if cfg.scheme == "bdf2" else 1
-        self.steps = 0
-        self.rejected_total = 0
-        self.failed_solves = 0
+        self.restarted = state is not None
+        if state is None:
+            P = problem
+            state = IntegratorState(t=0.0, dt=cfg.dt0, k_out=0, hist_t=[0.0], hist_dt=[],
+                                    hist_rho=[P.rho_n.x.array.copy()], hist_p=[None])
+        self.state = state
+        self._p0 = problem.p.x.array.copy()  # initial guess of the very first step
+        self._faults = _fault_plan()
+        self._fired: set = set()
 
-    def run(self, on_step=None, on_output=None, progress=None) -> dict:
-        """Run to t_end.  ``on_step(record)`` after every accepted step,
-        ``on_output(t)`` at every output time (t = 0 first)."""
-        P, cfg = self.problem, self.cfg
-        comm = P.comm
+    # counters (kept in the state so that a restart continues them)
+    @property
+    def steps(self) -> int:
+        return self.state.steps
+
+    @property
+    def rejected_total(self) -> int:
+        return self.state.rejected_total
+
+    @property
+    def failed_solves(self) -> int:
+        return self.state.failed_solves
+
+    def _inject(self, ok: bool) -> bool:
+        """Apply the test fault plan (see :func:`_fault_plan`) to this solve."""
+        n = self.state.steps + 1
+        fault = None
+        if n in self._faults and n not in self._fired:
+            fault = self._faults[n][0]
+            self._fired.add(n)
+        for k, (kind, persistent) in self._faults.items():
+            if persistent and k <= n:
+                fault = kind
+        if fault == "nan":
+            self.problem.p.x.array[0] = np.nan
+        elif fault == "newton":
+            return False
+        return ok
+
+    def run(self, on_step=None, on_output=None, progress=None, on_accept=None,
+            should_stop=None) -> dict:
+        """Run to t_end.
+
+        ``on_step(record)`` after every accepted step, ``on_output(t)`` at every
+        output time (t = 0 first, unless continuing a saved state),
+        ``on_accept(state)`` after each accepted step and its outputs (for
+        checkpoints), ``should_stop()`` (collective) ends the run with
+        :class:`Interrupted` after a step.
+        """
+        P, cfg, S = self.problem, self.cfg, self.state
         sigma = P.sigma.x.array
-        t = 0.0
-        hist_t = [0.0]
-        hist_rho = [P.rho_n.x.array.copy()]
-        hist_logp = [np.log(P.p.x.array.copy())]
-        hist_p = [None]  # the initial density did not come from a solve
-        hist_dt: list[float] = []
+        hist_logp = [np.log(p if p is not None else self._p0) for p in S.hist_p]
         outputs = [s for s in cfg.output_times if s > 0]
-        if on_output is not None:
+        if on_output is not None and not self.restarted:
             on_output(0.0)
-        dt = cfg.dt0
         dt_max = cfg.dt_max if cfg.dt_max > 0 else math.inf
         tscale = max(1.0, cfg.t_end)
         start = time.perf_counter()
-        k_out = 0
-        while k_out < len(outputs):
-            target = outputs[k_out]
+        while S.k_out < len(outputs):
+            target = outputs[S.k_out]
+            t, dt = S.t, S.dt
+            hist_t, hist_dt, hist_rho, hist_p = S.hist_t, S.hist_dt, S.hist_rho, S.hist_p
             retries = 0
             rejected = 0
             while True:
@@ -149,19 +223,22 @@ class TimeIntegrator:
                 guess = sum(w * lp for w, lp in zip(wts, hist_logp[-npred:]))
                 P.p.x.array[:] = np.exp(np.clip(guess, -700, 700))
                 ok, its, kits = P.solve_step()
+                ok = self._inject(ok)
+                local_bad = int(not np.all(np.isfinite(P.p.x.array)) or np.any(P.p.x.array <= 0))
+                ok = ok and not P.comm.allreduce(local_bad, op=MPI.MAX)
                 if not ok:
-                    self.failed_solves += 1
+                    S.failed_solves += 1
                     retries += 1
                     if retries > cfg.max_retries:
                         raise SolverError(f"Newton failed {retries} times in a row at t = {t:.6g} "
                                           f"(last dt = {h:.3g}); see solver.max_retries")
-                    log.info("Newton failed at t = %.6g with dt = %.3g; retrying with dt/4", t, h)
+                    log.info("Newton failed (or NaN) at t = %.6g with dt = %.3g; retrying with dt/4",
+                             t, h)
                     dt = 0.25 * h
                     continue
                 rho_c = sigma / P.p.x.array
                 # local error estimate
                 if len(hist_t) >= 2:
-                    npred = min(len(hist_t), self.order + 1)
                     wts = extrapolation_weights(hist_t[-npred:], t + h)
                     rho_p = sum(w * r for w, r in zip(wts, hist_rho[-npred:]))
                     scheme_est = "bdf2" if (use_bdf2 and npred == 3) else "be"
@@ -176,7 +253,7 @@ class TimeIntegrator:
                     err = min(err, 1.0)
                 if err > 1.0:
                     rejected += 1
-                    self.rejected_total += 1
+                    S.rejected_total += 1
                     retries += 1
                     if retries > cfg.max_retries + 20:
                         raise SolverError(f"step rejected {retries} times in a row at t = {t:.6g}")
@@ -184,38 +261,41 @@ class TimeIntegrator:
                     continue
                 break
             # accept
-            t_new = target if clamped and abs(t + h - target) <= 1e-9 * tscale else t + h
-            t = t_new
+            t = target if clamped and abs(t + h - target) <= 1e-9 * tscale else t + h
             hist_t.append(t)
             hist_rho.append(rho_c.copy())
             hist_logp.append(np.log(P.p.x.array))
             hist_p.append(P.p.x.array.copy())
             hist_dt.append(h)
             del hist_t[:-3], hist_rho[:-3], hist_logp[:-3], hist_p[:-3], hist_dt[:-3]
-            self.steps += 1
+            S.steps += 1
             if len(hist_t) <= 2 and err == 0.0:
                 growth = 1.0
+            elif err > 0:
+                growth = min(cfg.max_growth, max(0.2, cfg.safety * err ** (-1.0 / (self.order + 1))))
             else:
-                growth = min(cfg.max_growth,
-                             max(0.2, cfg.safety * err ** (-1.0 / (self.order + 1))) if err > 0 else cfg.max_growth)
+                growth = cfg.max_growth
             dt_next = h * growth
             if not cfg.adaptive:
                 dt_next = cfg.dt0
-            elif clamped and err <= 1.0:
+            elif clamped:
                 dt_next = max(dt_next, min(dt, h * cfg.max_growth))
-            dt = dt_next
+            S.t, S.dt = t, dt_next
             diag = P.diagnostics()
             if not all(np.isfinite(v) for v in diag.values()):
                 raise SolverError(f"non-finite diagnostics at t = {t:.6g}: {diag}")
-            rec = StepRecord(t, h, its, kits, rejected, err, diag)
             if on_step is not None:
-                on_step(rec)
+                on_step(StepRecord(t, h, its, kits, rejected, err, diag))
             if progress is not None:
                 progress.update(t, f"t={t:.4g} dt={h:.2e} F={diag['energy']:.3e}")
             if t >= target:
-                k_out += 1
+                S.k_out += 1
                 if on_output is not None:
                     on_output(t)
+            if on_accept is not None:
+                on_accept(S)
+            if should_stop is not None and should_stop():
+                raise Interrupted(f"stopped at t = {t:.6g}")
         wall = time.perf_counter() - start
-        return {"steps": self.steps, "rejected_steps": self.rejected_total,
-                "failed_solves": self.failed_solves, "t_final": t, "solve_time_s": wall}
+        return {"steps": S.steps, "rejected_steps": S.rejected_total,
+                "failed_solves": S.failed_solves, "t_final": S.t, "solve_time_s": wall}
