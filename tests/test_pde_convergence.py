@@ -60,7 +60,8 @@ def l2_error(problem, t):
 
 def solve(comm, dim, n, scheme, dt, adaptive=False, rtol=1e-3, degree=1):
     mesh = box_mesh(comm, dim, n, L)
-    problem = UFDProblem(mesh, sigma_np, lambda p: rho_exact_np(p, 0.0), periodic=(L, dim),
+    box = ([-L / 2] * dim, [L / 2] * dim)
+    problem = UFDProblem(mesh, sigma_np, lambda p: rho_exact_np(p, 0.0), periodic=box,
                          source=source, degree=degree)
     cfg = dataclasses.replace(SolverConfig(), scheme=scheme, t_end=T, output_times=(0.0, T),
                               dt0=dt, adaptive=adaptive, rtol=rtol, atol=1e-10)

@@ -112,6 +112,8 @@ class MeshConfig:
     length: torus/box side L; the domain is [−L/2, L/2)^d.
     file: mesh file (.msh or .xdmf) for kind = "file".
     degree: Lagrange degree of the density (1 or 2).
+    periodic: with kind = "file", make a box-shaped mesh periodic (its
+        bounding box; opposite faces must match); always true for the torus.
     """
 
     kind: str = "circle"
@@ -120,8 +122,9 @@ class MeshConfig:
     length: float = 4.0
     file: str = ""
     degree: int = 1
+    periodic: bool = False
 
-    KEYS = ("kind", "resolution", "dim", "length", "file", "degree")
+    KEYS = ("kind", "resolution", "dim", "length", "file", "degree", "periodic")
 
     @classmethod
     def from_table(cls, t: dict) -> MeshConfig:
@@ -146,7 +149,13 @@ class MeshConfig:
         if kind != "file" and file:
             raise ConfigError("mesh.file", f"only used with mesh.kind = 'file' (kind is {kind!r})")
         degree = _get(t, "degree", 1, key, int, choices=(1, 2))
-        return cls(kind, res, dim, length, file, degree)
+        periodic = _get(t, "periodic", kind == "torus", key, bool)
+        if kind == "torus" and not periodic:
+            raise ConfigError("mesh.periodic", "kind 'torus' is always periodic; use kind 'box' for a wall")
+        if periodic and kind not in ("torus", "file"):
+            raise ConfigError("mesh.periodic", f"allowed with kind 'file' (a box mesh) or 'torus', "
+                              f"not with {kind!r}")
+        return cls(kind, res, dim, length, file, degree, periodic)
 
     def space(self, gdim: int | None = None) -> FeatureSpace:
         return make_space(self.kind, self.dim, self.length, gdim)

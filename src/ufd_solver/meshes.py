@@ -102,7 +102,16 @@ def file_mesh(comm: MPI.Comm, path: str, gdim: int) -> dolfinx.mesh.Mesh:
         if ext == ".msh":
             from dolfinx.io import gmshio
 
-            return gmshio.read_from_msh(path, comm, 0, gdim=gdim)[0]
+            mesh = gmshio.read_from_msh(path, comm, 0, gdim=3)[0]
+            x = mesh.geometry.x
+            extra = comm.allreduce(float(np.abs(x[:, gdim:]).max()) if x.size and gdim < 3 else 0.0,
+                                   op=MPI.MAX)
+            if extra > 0:
+                raise ConfigError("mesh.dim", f"the points of {path!r} use {gdim + 1} or more "
+                                  f"coordinates but mesh.dim = {gdim}")
+            if gdim < 3:
+                mesh = gmshio.read_from_msh(path, comm, 0, gdim=gdim)[0]
+            return mesh
         if ext == ".xdmf":
             with dolfinx.io.XDMFFile(comm, path, "r") as fh:
                 try:
@@ -142,14 +151,15 @@ def check_mesh(mesh: dolfinx.mesh.Mesh, cfg: MeshConfig) -> None:
     if comm.allreduce(int(n_local == 0), op=MPI.SUM):
         raise ConfigError(key, f"too many ranks ({comm.size}) for a mesh of {n_global} cells: "
                           "some rank owns no cell; use fewer ranks or a finer mesh")
-    vol = dolfinx.fem.form(dolfinx.fem.Constant(mesh, 1.0) * ufl.dx)
+    # cell volumes |det J|/d!: zero for degenerate (collapsed or flattened) cells.
+    # Orientation itself is irrelevant: dolfinx orders simplex vertices by index.
+    DG0 = dolfinx.fem.functionspace(mesh, ("DG", 0))
+    vols = dolfinx.fem.assemble_vector(dolfinx.fem.form(ufl.TestFunction(DG0) * ufl.dx)).array[:n_local]
     h = mesh.h(tdim, np.arange(n_local, dtype=np.int32))
-    bad = int(np.sum(~(h > 0)))
+    bad = int(np.sum(~(vols > 1e-12 * h**tdim)))
     if comm.allreduce(bad, op=MPI.SUM):
-        raise ConfigError(key, "the mesh has degenerate cells (zero size)")
-    total = comm.allreduce(dolfinx.fem.assemble_scalar(vol), op=MPI.SUM)
-    if not total > 0:
-        raise ConfigError(key, "the mesh has zero volume")
+        raise ConfigError(key, f"the mesh has {comm.allreduce(bad, op=MPI.SUM)} degenerate cells "
+                          "(zero volume)")
     if cfg.kind in ("circle", "sphere", "file") and tdim < mesh.geometry.dim:
         if count_boundary_facets(mesh):
             raise ConfigError(key, "a manifold mesh must be closed (it has boundary facets)")

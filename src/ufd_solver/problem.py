@@ -57,7 +57,7 @@ class UFDProblem:
     sigma, rho0: callables mapping dof coordinates (n × gdim) to values;
         both are normalised here to unit (discrete) mass.
     degree: Lagrange degree.
-    periodic: (length, dim) for a flat torus, or None.
+    periodic: (lo, hi) bounds of a periodic box (flat torus), or None.
     solver_options: PETSc options for the SNES/KSP under the ``ufd_`` prefix.
     source: optional callable (mesh, t) -> UFL expression f added to the
         right-hand side, ∂_tρ = −∇·(σ∇(σ/ρ)) + f (manufactured solutions);
@@ -73,9 +73,9 @@ class UFDProblem:
         self.V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
         self.mpc = None
         if periodic is not None:
-            from .periodic import periodic_constraint
+            from .periodic import box_periodic_constraint
 
-            self.mpc = periodic_constraint(self.V, *periodic)
+            self.mpc = box_periodic_constraint(self.V, *periodic)
         W = self.mpc.function_space if self.mpc is not None else self.V
         self.W = W
         gdim = mesh.geometry.dim

@@ -51,7 +51,14 @@ def build_problem(config: Config, comm: MPI.Comm) -> UFDProblem:
         config.initial.density.check_space(space)
     sigma = config.teacher.density
     rho0 = config.initial.density
-    periodic = (config.mesh.length, config.mesh.dim) if config.mesh.kind == "torus" else None
+    periodic = None
+    if config.mesh.kind == "torus":
+        half = 0.5 * config.mesh.length
+        periodic = ([-half] * config.mesh.dim, [half] * config.mesh.dim)
+    elif config.mesh.periodic:
+        from .periodic import check_box
+
+        periodic = check_box(mesh)
     problem = UFDProblem(
         mesh,
         lambda pts: sigma.evaluate(space, pts),
