@@ -165,8 +165,24 @@ def _dispatch(args, comm) -> int:
     if args.command == "info":
         from .runinfo import versions
 
-        info = {**versions(), "mpi_size": comm.size}
+        info = {**versions(load=True), "mpi_size": comm.size}
+        info["blas"] = _loaded_blas()
         if comm.rank == 0:
             print(json.dumps(info, indent=2))
         return 0
     raise AssertionError(args.command)  # pragma: no cover
+
+
+
+def _loaded_blas() -> list[str]:
+    """BLAS/LAPACK shared libraries loaded in this process (from /proc/self/maps)."""
+    import os
+
+    import numpy  # noqa: F401 - loads the BLAS numpy links to
+
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "blas" in line or "lapack" in line}
+    except OSError:
+        return []
+    return sorted({os.path.realpath(p) for p in paths if p.startswith("/")})

@@ -313,6 +313,10 @@ class TrainingConfig:
     output_times / num_outputs: when particles are stored.
     kappa: von Mises concentration; std: periodic Gaussian width;
     scale: radial feature width s.  seed: random seed.
+    solver: VarPro ridge solve, "cholesky" (a fresh factorisation every step)
+    or "pcg" (conjugate gradients preconditioned by an earlier step's Cholesky
+    factor, stopped at a true relative residual ≤ 1e-12; refactorises when
+    it needs more than 8 iterations).
     """
 
     features: str = "relu"
@@ -333,10 +337,11 @@ class TrainingConfig:
     std: float = 0.3
     scale: float = 0.5
     seed: int = 0
+    solver: str = "cholesky"
 
     KEYS = ("features", "data", "samples", "method", "outer_step", "regularization", "lambda",
             "width", "teacher_width", "init", "step_size", "t_end", "output_times",
-            "num_outputs", "kappa", "std", "scale", "seed")
+            "num_outputs", "kappa", "std", "scale", "seed", "solver")
 
     @classmethod
     def from_table(cls, t: dict) -> TrainingConfig:
@@ -366,8 +371,9 @@ class TrainingConfig:
         std = _get(t, "std", d.std, key, float, positive=True)
         scale = _get(t, "scale", d.scale, key, float, positive=True)
         seed = _get(t, "seed", d.seed, key, int, nonneg=True)
+        solver = _get(t, "solver", d.solver, key, str, choices=("cholesky", "pcg"))
         return cls(features, data, samples, method, outer, reg, lam, width, twidth, init, tau,
-                   t_end, times, num, kappa, std, scale, seed)
+                   t_end, times, num, kappa, std, scale, seed, solver)
 
 
 SECTIONS = ("mesh", "teacher", "initial", "solver", "output", "checkpoint", "training")

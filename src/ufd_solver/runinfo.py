@@ -17,19 +17,39 @@ from .config import Config, dumps_toml
 from .errors import ConfigError
 
 
-def versions() -> dict:
-    """Versions of the stack, for summaries and ``ufd info``."""
+STACK = ("numpy", "scipy", "dolfinx", "dolfinx_mpc", "petsc4py", "slepc4py", "mpi4py", "pyvista",
+         "adios2", "adios4dolfinx")
+
+
+def versions(load: bool = False) -> dict:
+    """Versions of the stack, for summaries and ``ufd info``.
+
+    Modules are not imported unless ``load`` (importing petsc4py or dolfinx
+    initialises PETSc, which is collective: ``load=True`` must be called on
+    every rank).  Modules not loaded are looked up in the installed package
+    metadata instead.
+    """
+    from importlib import metadata
+
     from . import __version__
 
     out = {"ufd_solver": __version__, "python": platform.python_version()}
-    for name in ("numpy", "scipy", "dolfinx", "dolfinx_mpc", "petsc4py", "mpi4py", "pyvista", "adios2"):
+    dists = {"dolfinx": "fenics-dolfinx", "dolfinx_mpc": "dolfinx-mpc"}
+    for name in STACK:
         mod = sys.modules.get(name)
-        if mod is None:
+        if mod is None and load:
             try:
                 mod = __import__(name)
             except Exception:  # noqa: BLE001 - optional stack component
-                continue
-        out[name] = getattr(mod, "__version__", "unknown")
+                mod = None
+        if mod is not None and getattr(mod, "__version__", None):
+            out[name] = mod.__version__
+            continue
+        try:
+            out[name] = metadata.version(dists.get(name, name))
+        except metadata.PackageNotFoundError:
+            if mod is not None:
+                out[name] = "unknown"
     return out
 
 

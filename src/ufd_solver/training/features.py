@@ -58,6 +58,10 @@ class Feature:
     def kernel_grad_dot(self, a, b, W):
         raise NotImplementedError(f"{self.name} features have no closed-form population kernel")
 
+    def kernel_with_grad(self, a, b):
+        """K(a, b) and a function W ↦ kernel_grad_dot(a, b, W) sharing the work."""
+        return self.kernel(a, b), lambda W: self.kernel_grad_dot(a, b, W)
+
 
 def _sphere_uniform(n, d, rng):
     z = rng.standard_normal((n, d))
@@ -92,6 +96,12 @@ class ReLU(Feature):
     def kernel_grad_dot(self, a, b, W):
         alpha = self._angle(a @ b.T)
         return ((np.pi - alpha) / (2.0 * np.pi) * W) @ b
+
+    def kernel_with_grad(self, a, b):
+        u = np.clip(a @ b.T, -1.0, 1.0)
+        d = (np.pi - np.arccos(u)) / (2.0 * np.pi)  # dK/du
+        K = np.sqrt(1.0 - u * u) / (2.0 * np.pi) + d * u
+        return K, lambda W: (d * W) @ b
 
 
 class VonMises(Feature):

@@ -99,16 +99,23 @@ def rosenblatt(grid: CellGrid, mass: np.ndarray, u: np.ndarray) -> list:
     n = u.shape[0]
     idx: list = []
     coords = []
+    rows_n = np.arange(n)
     for k in range(d):
         marg = mass.sum(axis=tuple(range(k + 1, d))) if k + 1 < d else mass
-        rows = marg[tuple(idx)] if idx else np.broadcast_to(marg, (n, marg.shape[-1]))
-        cdf = np.cumsum(rows, axis=1)
-        total = cdf[:, -1:]
-        cdf = cdf / np.where(total > 0, total, 1.0)
         uk = np.clip(u[:, k], 0.0, np.nextafter(1.0, 0.0))
-        cell = np.minimum((cdf <= uk[:, None]).sum(axis=1), rows.shape[1] - 1)
-        lo = np.where(cell > 0, cdf[np.arange(n), cell - 1], 0.0)
-        hi = cdf[np.arange(n), cell]
+        if k == 0:  # one CDF for all points
+            cdf = np.cumsum(marg)
+            cdf /= cdf[-1]
+            cell = np.minimum(np.searchsorted(cdf, uk, side="right"), cdf.size - 1)
+            hi = cdf[cell]
+            lo = np.where(cell > 0, cdf[np.maximum(cell - 1, 0)], 0.0)
+        else:  # the conditional CDF of each point's row
+            cdf = np.cumsum(marg[tuple(idx)], axis=1)
+            total = cdf[:, -1:]
+            cdf = cdf / np.where(total > 0, total, 1.0)
+            cell = np.minimum((cdf <= uk[:, None]).sum(axis=1), cdf.shape[1] - 1)
+            lo = np.where(cell > 0, cdf[rows_n, np.maximum(cell - 1, 0)], 0.0)
+            hi = cdf[rows_n, cell]
         frac = np.where(hi > lo, (uk - lo) / np.where(hi > lo, hi - lo, 1.0), 0.5)
         e = grid.edges[k]
         coords.append(e[cell] + np.clip(frac, 0.0, 1.0) * (e[cell + 1] - e[cell]))

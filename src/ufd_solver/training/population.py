@@ -49,8 +49,14 @@ class CircleTerm:
 
     def __call__(self, theta):
         a = np.arctan2(theta[:, 1], theta[:, 0])
-        b = np.interp(a, self.angles, self.b_grid, period=2.0 * np.pi)
-        db = np.interp(a, self.angles, self.db_grid, period=2.0 * np.pi)
+        q = self.b_grid.size
+        u = (a + np.pi) * (q / (2.0 * np.pi))
+        i = np.floor(u)
+        w = u - i
+        i = i.astype(np.int64) % q
+        i1 = (i + 1) % q
+        b = (1.0 - w) * self.b_grid[i] + w * self.b_grid[i1]
+        db = (1.0 - w) * self.db_grid[i] + w * self.db_grid[i1]
         return b, db[:, None] * np.stack([-np.sin(a), np.cos(a)], axis=1)
 
 
@@ -62,7 +68,14 @@ class QuadratureTerm:
         self.nodes, self.p = pts[keep], p[keep]
         self.feature = feature
         self.chunk = chunk
-        self.yy = float(self.p @ self(self.nodes, grad=False)[0])
+        self._yy = None
+
+    @property
+    def yy(self):
+        """E[y²] = Σ_q p_q b(z_q), computed on first use."""
+        if self._yy is None:
+            self._yy = float(self.p @ self(self.nodes, grad=False)[0])
+        return self._yy
 
     def __call__(self, theta, grad=True):
         f = self.feature
@@ -92,14 +105,20 @@ class TorusGaussianTerm:
         fac = [wrapped_gaussian(theta[:, k, None] - self.axis[None, :], self.var, f.L, grad)
                for k in range(f.D)]
         vals = [x[0] for x in fac] if grad else fac
-        letters = "abc"[: f.D]
-        spec = ",".join(f"j{c}" for c in letters) + f",{letters}->j"
         C = f.kernel_constant
-        b = C * np.einsum(spec, *vals, self.P, optimize=True)
+        b = C * _contract(vals, self.P)
         if not grad:
             return b, None
         g = np.empty(theta.shape)
         for k in range(f.D):
-            ops = [fac[m][1] if m == k else vals[m] for m in range(f.D)]
-            g[:, k] = C * np.einsum(spec, *ops, self.P, optimize=True)
+            g[:, k] = C * _contract([fac[m][1] if m == k else vals[m] for m in range(f.D)], self.P)
         return b, g
+
+
+def _contract(F, P):
+    """Σ_{a,b,..} F₀[j, a] F₁[j, b] ... P[a, b, ...] by matrix products, one axis at a time."""
+    n = P.shape[0]
+    T = F[0] @ P.reshape(n, -1)  # j × (rest)
+    for Fk in F[1:]:
+        T = np.einsum("jbr,jb->jr", T.reshape(T.shape[0], n, -1), Fk)
+    return T[:, 0] if T.ndim == 2 and T.shape[1] == 1 else T.reshape(T.shape[0])
