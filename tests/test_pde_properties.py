@@ -89,7 +89,8 @@ def test_equilibrium_is_stationary(comm):
     problem, rows, _, stats = integrate([
         "mesh.resolution=200", f"teacher.density={sigma}", f"initial.density={sigma}",
         "solver.t_end=100"], comm)
-    assert max(r["l1_to_sigma"] for r in rows) < 1e-12
+    # round-off only: Δt·K p with Δt up to ~10² and K's row sums zero to ε‖K‖
+    assert max(r["l1_to_sigma"] for r in rows) < 5e-12
     assert stats["steps"] < 40  # dt grows geometrically when nothing moves
     problem.destroy()
 

@@ -43,7 +43,7 @@ import dolfinx
 import dolfinx.fem.petsc
 import ufl
 
-from .nls import Assembler, MPCAssembler, NewtonSolver
+from .nls import Assembler, MPCAssembler, NewtonSolver, SplitAssembler
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,18 @@ class UFDProblem:
         if source is not None:
             R = R + self.dt * source(mesh, self.time) * v * ufl.dx(metadata={"quadrature_degree": 4 + 2 * degree})
         J = ufl.derivative(R, p, du)
-        if self.mpc is None:
-            assembler = Assembler(R, J, p)
-        else:
+        self._weights = self._lumped_weights()
+        if self.mpc is not None:
             assembler = MPCAssembler(R, J, p, self.mpc)
+        elif degree == 1 and source is None:
+            # R = Δt K p + r(p) with K fixed and r nodal (lumped): one MatMult per
+            # residual and a diagonal update per Jacobian instead of assemblies
+            K = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(
+                s * ufl.inner(ufl.grad(du), ufl.grad(v)) * dxK))
+            K.assemble()
+            assembler = SplitAssembler(K, lambda: float(self.dt.value), self._nodal_residual, p)
+        else:
+            assembler = Assembler(R, J, p)
         self.solver = NewtonSolver(self.comm, assembler, solver_options, rtol=newton_rtol,
                                    max_it=newton_max_it)
 
@@ -142,7 +150,6 @@ class UFDProblem:
         self._energy_form = dolfinx.fem.form(0.5 * s * p * self.dxL)
         self._diss_form = dolfinx.fem.form(s * p * ufl.inner(ufl.grad(p), ufl.grad(p)) * self.dxQ)
         self._l1_form = dolfinx.fem.form(abs(s / p - s) * self.dxL)
-        self._weights = self._lumped_weights()
 
     # -- helpers --------------------------------------------------------------
     def _nodal(self, fn, key, strict):
@@ -199,6 +206,15 @@ class UFDProblem:
             slaves = np.asarray(self.mpc.slaves)
             mask[slaves[slaves < n]] = True
         return mask
+
+    def _nodal_residual(self, p_owned: np.ndarray):
+        """Lumped part of R and its derivative at owned dofs (P1):
+        r_i = −m_i(β₀σ_i/p_i + β₁ρⁿ_i + β₂ρⁿ⁻¹_i), r'_i = β₀ m_i σ_i/p_i²."""
+        n = self.n_owned
+        m, sig = self._weights, self.sigma.x.array[:n]
+        b0, b1, b2 = (float(c.value) for c in self.beta)
+        r = -m * (b0 * sig / p_owned + b1 * self.rho_n.x.array[:n] + b2 * self.rho_nm1.x.array[:n])
+        return r, b0 * m * sig / p_owned**2
 
     @property
     def n_owned(self) -> int:
