@@ -139,7 +139,8 @@ class UFDProblem:
             K = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(
                 s * ufl.inner(ufl.grad(du), ufl.grad(v)) * dxK))
             K.assemble()
-            assembler = SplitAssembler(K, lambda: float(self.dt.value), self._nodal_residual, p)
+            assembler = SplitAssembler(K, lambda: float(self.dt.value), self._nodal_residual, p,
+                                       weights=self._weights)
         else:
             assembler = Assembler(R, J, p)
         self.solver = NewtonSolver(self.comm, assembler, solver_options, rtol=newton_rtol,
