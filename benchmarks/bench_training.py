@@ -12,8 +12,10 @@ of the same mathematics are timed side by side in this process:
   against σ on 4096 nodes every step, a dense LU solve (numpy.linalg.solve).
 
 Both linear solvers are timed: "cholesky" (a fresh factorisation every step)
-and "pcg" (CG preconditioned by an earlier step's Cholesky factor, to 1e-12
-relative residual).  The reference figure of the authors' PyTorch code at M = 1024, N = 4096 on a
+and "pcg" (to 1e-12 true relative residual; sampled: CG preconditioned by an
+earlier step's Cholesky factor; population: the structured O(M log M + MK)
+path of ``relu_circle_pop.py``, CG on the exact piecewise-separable Gram
+matrix preconditioned by its truncated Fourier series).  The reference figure of the authors' PyTorch code at M = 1024, N = 4096 on a
 2-core machine is 0.28 s per step (0.22–0.46).  Usage::
 
     env/run python3 benchmarks/bench_training.py [--widths 32 256 1024 4096]
@@ -114,6 +116,15 @@ def time_dense(step, args, budget):
 
 
 def blas_name():
+    """The BLAS actually loaded (from /proc/self/maps), else numpy's build-time name."""
+    try:
+        with open("/proc/self/maps") as fh:
+            libs = sorted({ln.split()[-1].rsplit("/", 1)[-1] for ln in fh if "blas" in ln.lower()})
+        libs = [x for x in libs if "openblas" in x.lower()] or libs
+        if libs:
+            return ", ".join(libs)
+    except OSError:
+        pass
     try:
         cfg = np.__config__.CONFIG["Build Dependencies"]
         return f"{cfg['blas']['name']} {cfg['blas'].get('version', '')}".strip()

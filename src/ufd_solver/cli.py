@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a two-layer student network against a teacher "
                        "(VarPro or two-timescale); same configuration file as 'ufd run'.")
     _add_config_args(p, "ufd-output")
+    p.add_argument("--restart", metavar="OUTDIR", default=None,
+                   help="continue the training in OUTDIR from its last checkpoint, with its own "
+                   "config.toml (any number of ranks)")
 
     p = sub.add_parser("mesh", help="write a feature-space mesh (XDMF)")
     p.add_argument("--kind", default="circle", help="circle | sphere | torus | box")
@@ -98,25 +101,32 @@ def main(argv=None) -> int:
 
 
 def _dispatch(args, comm) -> int:
-    if args.command == "run" and args.restart:
+    if args.command in ("run", "train") and args.restart:
         import os
 
         from .config import load_config
         from .errors import ConfigError
-        from .run import run_pde
 
         if args.config or args.overrides or args.output:
             raise ConfigError("--restart", "takes the run's own config.toml: give no CONFIG, --set or -o")
         path = os.path.join(args.restart, "config.toml")
         if not os.path.isfile(path):
-            raise ConfigError(args.restart, "not the output directory of a 'ufd run' (no config.toml)")
+            raise ConfigError(args.restart, f"not the output directory of a 'ufd {args.command}' "
+                              "(no config.toml)")
         cfg = load_config(path)
         if args.quiet:
             import dataclasses
 
             cfg = cfg.replace(output=dataclasses.replace(cfg.output, progress=False))
-        summary = run_pde(cfg, args.restart, comm, restart=True)
-        logging.getLogger("ufd_solver").info("run: %s after restart, outputs in %s",
+        if args.command == "run":
+            from .run import run_pde
+
+            summary = run_pde(cfg, args.restart, comm, restart=True)
+        else:
+            from .training.runner import train
+
+            summary = train(cfg, args.restart, comm, restart=True)
+        logging.getLogger("ufd_solver").info("%s: %s after restart, outputs in %s", args.command,
                                              summary.get("status"), args.restart)
         return 0
     if args.command in ("run", "train"):

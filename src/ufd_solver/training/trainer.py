@@ -40,31 +40,68 @@ def tangent(space, theta, v):
 
 @dataclass
 class History:
-    """What the loop records: particles at output times and a log of scalars."""
+    """What the loop records: particles at output times and a log of scalars.
+
+    ``stopped`` is True when ``after_step`` ended the loop before t_end.
+    """
 
     times: list = field(default_factory=list)
     theta: list = field(default_factory=list)
     c: list = field(default_factory=list)
     loss: list = field(default_factory=list)
     log: list = field(default_factory=list)
+    stopped: bool = False
+
+
+@dataclass
+class LoopState:
+    """Everything the loop needs to continue bit for bit from schedule point ``k``.
+
+    ``theta`` (and ``c`` for 2TS; None for VarPro, which recomputes c) are the
+    values at ``times[k]`` before its evaluation, ``hist`` what was recorded at
+    points 0..k−1, ``wall`` the loop's wall seconds so far.  (The objective's
+    own state, e.g. the pcg preconditioner, is saved separately by the caller.)
+    """
+
+    k: int
+    t: float
+    theta: np.ndarray
+    c: np.ndarray | None
+    hist: History
+    wall: float
 
 
 LOG_COLUMNS = ("step", "t", "loss", "risk", "c_min", "c_max", "c_mean", "c_abs_mean", "wall_s")
 
 
 def train_loop(objective, space, theta0, *, method="varpro", lam, tau, outer_step=1.0,
-               output_times, t_end, log_every=None, progress=None, callback=None) -> History:
-    """Run the flow from theta0; return a :class:`History`."""
+               output_times, t_end, log_every=None, progress=None, callback=None,
+               start: LoopState | None = None, on_row=None, after_step=None) -> History:
+    """Run the flow from theta0 (or from ``start``); return a :class:`History`.
+
+    ``on_row(row)`` is called with every log row as it is recorded;
+    ``after_step(state)`` after every step with the :class:`LoopState` at the
+    next schedule point (before its evaluation): returning True stops the
+    loop there (``History.stopped``), and the state it was given continues it.
+    """
     times = schedule(tau, t_end, output_times)
     outs = set(float(t) for t in output_times)
     nsteps = len(times) - 1
     log_every = log_every or max(1, nsteps // 1000)
-    theta = np.array(theta0, dtype=float)
-    M = theta.shape[0]
-    c = np.full(M, 1.0) if method == "2ts" else None
-    hist = History()
-    start = time.perf_counter()
-    for k, t in enumerate(times):
+    if start is None:
+        theta = np.array(theta0, dtype=float)
+        M = theta.shape[0]
+        c = np.full(M, 1.0) if method == "2ts" else None
+        hist, k0, wall0 = History(), 0, 0.0
+    else:
+        theta = np.array(start.theta, dtype=float)
+        c = None if start.c is None else np.array(start.c, dtype=float)
+        hist, k0, wall0 = start.hist, start.k, start.wall
+        if not 0 <= k0 <= nsteps or float(times[k0]) != start.t:
+            raise ValueError(f"resume point k = {k0}, t = {start.t} is not on this schedule")
+    started = time.perf_counter()
+    for k in range(k0, nsteps + 1):
+        t = times[k]
         state = objective.varpro(theta) if method == "varpro" else objective.fixed(theta, c)
         c = state.c
         if not np.isfinite(state.loss):
@@ -75,8 +112,11 @@ def train_loop(objective, space, theta0, *, method="varpro", lam, tau, outer_ste
             hist.c.append(c.copy())
             hist.loss.append(state.loss)
         if k % log_every == 0 or k == nsteps or float(t) in outs:
-            hist.log.append((k, float(t), state.loss, state.risk, float(c.min()), float(c.max()),
-                             float(c.mean()), float(np.abs(c).mean()), time.perf_counter() - start))
+            row = (k, float(t), state.loss, state.risk, float(c.min()), float(c.max()),
+                   float(c.mean()), float(np.abs(c).mean()), wall0 + time.perf_counter() - started)
+            hist.log.append(row)
+            if on_row is not None:
+                on_row(row)
         if progress is not None:
             progress.update(float(t), f"loss {state.loss:.4e}")
         if callback is not None:
@@ -88,4 +128,10 @@ def train_loop(objective, space, theta0, *, method="varpro", lam, tau, outer_ste
         theta = space.project(theta - h * vel)
         if method == "2ts":
             c = c - (h / tau) * outer_step * (state.h + lam * (c - objective.c0))
+        if after_step is not None:
+            nxt = LoopState(k + 1, float(times[k + 1]), theta, c if method == "2ts" else None, hist,
+                            wall0 + time.perf_counter() - started)
+            if after_step(nxt):
+                hist.stopped = True
+                break
     return hist
