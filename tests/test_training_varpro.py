@@ -175,3 +175,66 @@ def test_stale_cholesky_cg_meets_normal_equations_along_a_trajectory(data):
     assert max(worst) < 1e-10, max(worst)
     np.testing.assert_allclose(h1.theta[-1], h2.theta[-1], rtol=0, atol=1e-9)
     assert pcg._pcg.refactors <= 20  # of 41 solves
+
+
+def test_vonmises_circle_fourier_term_matches_closed_form_and_quadrature():
+    """FourierCircleTerm: F Fᵀ equals I₀(κ|θ + θ'|) to round-off, and b, ∇b equal the
+    FFT term (CircleTerm, which interpolates) and adaptive quadrature."""
+    from ufd_solver.training.vonmises_circle_pop import FourierCircleTerm, graf_weights
+
+    for kappa in (0.5, 2.0, 8.0):
+        f = VonMises(CIRCLE, kappa)
+        term = FourierCircleTerm(f, SIGMA_CIRCLE, CIRCLE, "teacher.density")
+        a = np.random.default_rng(7).uniform(-np.pi, np.pi, 300)
+        F, dF = term.features(a)
+        K = f.kernel(CIRCLE.angle_points(a), CIRCLE.angle_points(a))
+        assert np.abs(F @ F.T - K).max() <= 1e-13 * K.max()
+        # dK/dφ_j against the ambient kernel gradient along the tangent
+        tg = np.stack([-np.sin(a), np.cos(a)], axis=1)
+        W = np.random.default_rng(8).standard_normal((300, 300))
+        ambient = f.kernel_grad_dot(CIRCLE.angle_points(a), CIRCLE.angle_points(a), W)
+        fourier = ((dF @ F.T) * W).sum(1)
+        assert np.abs((ambient * tg).sum(1) - fourier).max() <= 1e-12 * np.abs(fourier).max()
+        ref = CircleTerm(f, SIGMA_CIRCLE, CIRCLE, "teacher.density")
+        b1, g1 = term(CIRCLE.angle_points(a))
+        b2, g2 = ref(CIRCLE.angle_points(a))
+        assert np.abs(b1 - b2).max() < 1e-8 * b2.max()  # the interpolation error of CircleTerm
+        assert np.abs(g1 - g2).max() < 1e-6 * np.abs(g2).max()
+        assert abs(term.yy - ref.yy) < 1e-10 * ref.yy
+    # weights: I_n(κ)², cut below 1e-18 of I_0(κ)²
+    w = graf_weights(2.0)
+    assert w.size == 12 and w[-1] >= 1e-18 * w[0] and abs(w[0] - 2.2795853023360673**2) < 1e-12
+
+
+@pytest.mark.parametrize("M", [8, 1500])  # dense (M ≤ 2n + 1) and Woodbury
+@pytest.mark.parametrize("lam", [1e-1, 1e-4])
+def test_vonmises_circle_fourier_path_equals_dense(M, lam):
+    """The O(M n) path gives the dense path's c, gradient and loss, and c solves the
+    normal equations with the closed-form kernel to 1e-10."""
+    from ufd_solver.training.vonmises_circle_pop import FourierCircleTerm
+
+    f = VonMises(CIRCLE, 2.0)
+    term = teacher_term(f, SIGMA_CIRCLE, CIRCLE)
+    assert isinstance(term, FourierCircleTerm)
+    fast = Population(f, term, lam, 1.0)
+    dense = Population(f, CircleTerm(f, SIGMA_CIRCLE, CIRCLE, "teacher.density"), lam, 1.0)
+    dense.term.__call__ = None  # noqa: B010 - make sure the dense path does not use it
+    theta = CIRCLE.project(np.random.default_rng(9).standard_normal((M, 2)))
+    s1 = fast.varpro(theta)
+    b = term(theta)[0]
+    G = f.kernel(theta, theta)
+    res = G @ s1.c / M + lam * s1.c - (b + lam)
+    assert np.linalg.norm(res) <= 1e-10 * np.linalg.norm(b + lam)
+    # the dense path with the same (exact) teacher term
+    dense.term = term
+    dense.fourier = False
+    s2 = dense.varpro(theta)
+    np.testing.assert_allclose(s1.c, s2.c, rtol=0, atol=1e-8 * np.abs(s2.c).max())
+    tg = s2.grad - (s2.grad * theta).sum(1, keepdims=True) * theta  # tangential part
+    # grad = (1/M) Σ_l c_l ∇K(θ_j, θ_l) − ∇b(θ_j) is a difference of terms of size |∇b|
+    # that cancel to O(λ); with cond(G/M + λ) ≈ ‖G‖/(Mλ) ≈ 5e4 the forward error of c
+    # (≈ cond · 1e-16) bounds how closely two correct solvers agree
+    scale = np.abs(term(theta)[1]).max()
+    np.testing.assert_allclose(s1.grad, tg, rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(s1.h, s2.h, rtol=0, atol=1e-10 * np.abs(b).max())  # h = Gc/M − b, idem
+    assert abs(s1.loss - s2.loss) <= 1e-9 * abs(s2.loss)

@@ -1,4 +1,4 @@
-"""Command line: ``ufd run | train | mesh | plot | info``.
+"""Command line: ``ufd run | train | validate | mesh | plot | info``.
 
 Exit codes: 0 success, 2 invalid input (one line naming the key/file and
 what is allowed; nothing written), 3 the solver failed (outputs up to the
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", metavar="OUTDIR", default=None,
                    help="continue the training in OUTDIR from its last checkpoint, with its own "
                    "config.toml (any number of ranks)")
+
+    from .validate import add_parser as add_validate_parser
+
+    add_validate_parser(sub)
 
     p = sub.add_parser("mesh", help="write a feature-space mesh (XDMF)")
     p.add_argument("--kind", default="circle", help="circle | sphere | torus | box")
@@ -149,6 +153,10 @@ def _dispatch(args, comm) -> int:
                 "%s: %s in %.1f s, outputs in %s", args.command, summary.get("status"),
                 summary.get("wall_time_s", 0.0), outdir)
         return 0
+    if args.command == "validate":
+        from .validate import main_validate
+
+        return main_validate(args, comm)
     if args.command == "mesh":
         from .config import MeshConfig
         from .meshes import build_mesh, write_mesh

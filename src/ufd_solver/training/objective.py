@@ -23,6 +23,7 @@ from .features import ReLU
 from .relu2d import ReLUCircleData
 from .relu_circle_pop import FourierPCG, SortedCircle
 from .varpro import StaleCholeskyCG, ridge_dual, ridge_primal
+from .vonmises_circle_pop import FourierCircleTerm, solve_low_rank
 
 
 @dataclass
@@ -106,11 +107,16 @@ class Population(Objective):
     kernel's truncated Fourier series (:class:`~.relu_circle_pop.FourierPCG`,
     true relative residual ≤ 1e-12); with ``"cholesky"`` the dense G (angles
     subtracted, no arccos) is factored afresh every step.
+
+    Von Mises features on the circle (``term`` a
+    :class:`~.vonmises_circle_pop.FourierCircleTerm`) use the exact finite
+    Fourier factorisation G = F Fᵀ: O(M n) per step, whatever ``solver``.
     """
 
     def __init__(self, feature, term, lam, c0, solver="cholesky"):
         self.feature, self.term = feature, term
         self.circle = isinstance(feature, ReLU) and feature.space.kind == "circle"
+        self.fourier = isinstance(term, FourierCircleTerm)
         super().__init__(lam, c0, solver)
 
     def set_solver(self, solver: str) -> None:
@@ -122,6 +128,10 @@ class Population(Objective):
 
     def varpro(self, theta):
         M = theta.shape[0]
+        if self.fourier:
+            a, F, dF, b, db = self._fourier_parts(theta)
+            c = solve_low_rank(F, b + self.lam * self.c0, self.lam)
+            return self._fixed_fourier(a, F, dF, c, b, db)
         if self.circle:
             circ = SortedCircle(theta)
             b, db = self.term(theta)
@@ -143,6 +153,9 @@ class Population(Objective):
         return self._fixed(theta, c, G, kgrad, b, db)
 
     def fixed(self, theta, c):
+        if self.fourier:
+            a, F, dF, b, db = self._fourier_parts(theta)
+            return self._fixed_fourier(a, F, dF, c, b, db)
         b, db = self.term(theta)
         if self.circle:
             return self._fixed_circle(SortedCircle(theta), c, b, db)
@@ -158,6 +171,19 @@ class Population(Objective):
         grad[o] = gs
         grad -= db
         risk = float(c @ Gc) / M - 2.0 * float(c @ b) / M + self.term.yy
+        return self._state(c, risk, grad, Gc - b)
+
+    def _fourier_parts(self, theta):
+        a = np.arctan2(theta[:, 1], theta[:, 0])
+        F, dF = self.term.features(a)
+        return a, F, dF, F @ self.term.beta, dF @ self.term.beta
+
+    def _fixed_fourier(self, a, F, dF, c, b, db):
+        M = c.size
+        u = F.T @ c / M
+        Gc = F @ u
+        risk = float(c @ Gc) / M - 2.0 * float(c @ b) / M + self.term.yy
+        grad = (dF @ u - db)[:, None] * np.stack([-np.sin(a), np.cos(a)], axis=1)
         return self._state(c, risk, grad, Gc - b)
 
     def _fixed(self, theta, c, G, kgrad, b, db):

@@ -4,7 +4,9 @@ With y(x) = ∫ φ(θ', x) σ(θ') dθ' (σ of unit mass):
 
     b(θ) = E_x[φ(θ, x) y(x)] = ∫ K(θ, θ') σ(θ') dθ',   E_x[y²] = ∫ b σ.
 
-* circle: K depends on θ − θ' only, so b is a circular convolution, computed
+* circle, von Mises features: the exact finite Fourier expansion of K
+  (:mod:`.vonmises_circle_pop`), b = F(θ)·β evaluated at the particles;
+* circle, other features: K depends on θ − θ' only, so b is a circular convolution, computed
   once by FFT on a uniform grid of 2¹⁶ angles (trapezoidal rule, spectrally
   accurate); b and its angular derivative are then interpolated at the
   particles (linear, error O(h²) ≈ 1e−9 relative);
@@ -18,11 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import PeriodicGaussian, wrapped_gaussian
+from .features import PeriodicGaussian, VonMises, wrapped_gaussian
 from .grids import probabilities, quadrature, torus_axis
+from .vonmises_circle_pop import FourierCircleTerm
 
 
 def teacher_term(feature, density, space, key="teacher.density"):
+    if space.kind == "circle" and isinstance(feature, VonMises):
+        return FourierCircleTerm(feature, density, space, key)
     if space.kind == "circle":
         return CircleTerm(feature, density, space, key)
     if space.kind == "torus" and isinstance(feature, PeriodicGaussian):
