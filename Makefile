@@ -15,10 +15,12 @@ test-serial:
 test-mpi:
 	$(ENV) mpirun -n $(NP) $(PYTEST) -m "not serial" tests
 
-## make demo: the paper's 1D case (circle, γ = 100, uniform start, t = 31.25) on 2 ranks
+## make demo: the paper's 1D case (circle, γ = 100, uniform start, t = 31.25) on 2 ranks:
+## the PDE, the training of M = 1024 ReLU features, and their comparison (report.md)
 demo:
-	$(ENV) mpirun -n $(NP) python3 -m ufd_solver run demos/paper_circle.toml -o results
-	$(ENV) python3 -m ufd_solver plot results
+	$(ENV) mpirun -n $(NP) python3 -m ufd_solver validate demos/paper_circle.toml -o results
+	$(ENV) python3 -m ufd_solver plot results/pde >/dev/null
+	@echo "report: $(CURDIR)/results/report.md (PDE pictures in results/pde/pictures)"
 
 env:
 	$(ENV) python3 -m ufd_solver info

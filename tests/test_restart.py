@@ -47,10 +47,20 @@ def table(path):
     return np.array([[float(r[k]) for k in keys] for r in rows])
 
 
-def assert_same_run(a, b):
+def assert_same_run(a, b, exact_counts=True):
+    """Rows equal to 1e-10, Newton counts equal.  A run rebuilds its preconditioner at
+    every scheduled checkpoint, so a restart from one repeats the iterations exactly on
+    the same rank count.  Otherwise (another rank count: another BoomerAMG; a restart
+    from a signal's checkpoint: a fresh preconditioner where the run reused one) each
+    inexact Krylov solve differs, and a Newton iteration that lands at the stopping
+    threshold may go either way: counts within one."""
     ta, tb = table(os.path.join(a, "diagnostics.csv")), table(os.path.join(b, "diagnostics.csv"))
     assert ta.shape == tb.shape  # no duplicated or missing rows
-    np.testing.assert_allclose(ta, tb, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ta[:, :-1], tb[:, :-1], rtol=1e-10, atol=1e-12)
+    if exact_counts:
+        np.testing.assert_array_equal(ta[:, -1], tb[:, -1])
+    else:
+        assert np.abs(ta[:, -1] - tb[:, -1]).max() <= 1
     za, zb = np.load(os.path.join(a, "snapshots.npz")), np.load(os.path.join(b, "snapshots.npz"))
     np.testing.assert_array_equal(za["times"], zb["times"])
     np.testing.assert_allclose(za["rho"], zb["rho"], rtol=1e-10, atol=1e-14)
@@ -88,7 +98,7 @@ def test_sigkill_at_random_moment_then_restart(tmp_path, reference, seed):
     assert r.returncode == 0, r.stderr
     s = json.loads(open(os.path.join(out, "summary.json")).read())
     assert s["status"] == "completed" and s["restarts"] == 1
-    assert_same_run(reference, out)
+    assert_same_run(reference, out, exact_counts=restart_ranks == 1)
 
 
 def test_sigterm_writes_checkpoint_and_exits_cleanly(tmp_path, reference):
@@ -102,7 +112,7 @@ def test_sigterm_writes_checkpoint_and_exits_cleanly(tmp_path, reference):
     assert s["status"] == "interrupted" and "--restart" in s["message"]
     r = run("run", "--restart", out, "-q")
     assert r.returncode == 0, r.stderr
-    assert_same_run(reference, out)
+    assert_same_run(reference, out, exact_counts=False)
 
 
 def test_restart_refuses_bad_directories(tmp_path):

@@ -22,8 +22,10 @@ COMMON = ["--set", "mesh.kind='circle'", "--set", "training.features='vonmises'"
           "--set", "training.width=256", "--set", "training.teacher_width=2048",
           "--set", "training.step_size=0.00390625", "--set", "training.t_end=2.5",
           "--set", "training.output_times=[0.5, 1.25, 2.0]", "--set", "checkpoint.every_steps=50", "-q"]
-# population data, VarPro, pcg solver (a preconditioner factor carried across steps)
-CASES = {"varpro": [*COMMON, "--set", "training.data='population'", "--set", "training.solver='pcg'"],
+# population data, VarPro, ReLU features with the pcg solver (warm starts carried across
+# steps); long enough (5120 steps) that a signal 0.3 s after the first checkpoint lands mid-run
+CASES = {"varpro": [*COMMON, "--set", "training.data='population'", "--set", "training.solver='pcg'",
+                    "--set", "training.features='relu'", "--set", "training.t_end=20.0"],
          # sampled data, two-timescale (c is part of the state)
          "2ts": [*COMMON, "--set", "training.data='sampled'", "--set", "training.samples=2048",
                  "--set", "training.method='2ts'", "--set", "training.outer_step=0.1",

@@ -9,7 +9,6 @@ consistent mass matrix converges at order 2 (each refinement halves h).
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import dolfinx
 

@@ -22,7 +22,6 @@ import csv
 import os
 
 import numpy as np
-from mpi4py import MPI
 
 import dolfinx
 import dolfinx.io

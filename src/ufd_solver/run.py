@@ -11,7 +11,6 @@ import logging
 import os
 import resource
 import signal
-import threading
 import time
 
 import numpy as np
@@ -24,7 +23,7 @@ from .log import Progress
 from .meshes import build_mesh, mesh_space
 from .output import RunWriter
 from .problem import UFDProblem
-from .runinfo import check_outdir, prepare_outdir, write_config, write_summary
+from .runinfo import StopFlag, check_outdir, prepare_outdir, write_config, write_summary
 from .timestepping import Interrupted, TimeIntegrator
 
 log = logging.getLogger(__name__)
@@ -75,29 +74,7 @@ def build_problem(config: Config, comm: MPI.Comm) -> UFDProblem:
     return problem
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM handlers that only raise a flag (checked after each step)."""
-
-    def __init__(self):
-        self.signum = 0
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        return False
-
-
-def run_pde(config: Config, outdir: str, comm: MPI.Comm = MPI.COMM_WORLD, restart: bool = False) -> dict:
+def run_pde(config: Config, outdir: str, comm: MPI.Comm, restart: bool = False) -> dict:
     """Solve and write every output of ``ufd run`` into ``outdir``; returns the summary.
 
     ``restart=True`` continues the run in ``outdir`` from its last checkpoint
@@ -136,7 +113,7 @@ def run_pde(config: Config, outdir: str, comm: MPI.Comm = MPI.COMM_WORLD, restar
     ndofs = problem.W.dofmap.index_map.size_global
     ck = config.checkpoint
     with RunWriter(problem, outdir, vtx=config.output.vtx, xdmf=config.output.xdmf,
-                   resume=resume) as writer, _StopFlag() as stop:
+                   resume=resume) as writer, StopFlag() as stop:
         rho0 = problem.rho_n.x.array.copy()
         last_ck = [time.perf_counter()]
 
@@ -150,6 +127,9 @@ def run_pde(config: Config, outdir: str, comm: MPI.Comm = MPI.COMM_WORLD, restar
             write_checkpoint(outdir, problem, st, {"csv_rows": writer.rows, "ranks": comm.size,
                                                    "restarts": restarts}, writer.snapshots())
             last_ck[0] = time.perf_counter()
+            # A restart builds a fresh preconditioner; so does the run that goes on from
+            # here, so that a restart repeats its Newton/Krylov iterations exactly.
+            problem.solver.reset_preconditioner()
 
         def on_accept(st):
             due = ck.every_steps > 0 and st.steps % ck.every_steps == 0

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 
 from .config import Config, dumps_toml
@@ -76,6 +78,15 @@ def prepare_outdir(path: str, command: str, comm=None) -> str:
     return os.path.abspath(path)
 
 
+def summary_command(path: str) -> str | None:
+    """The ``command`` recorded in ``path/summary.json``, or None (no file, unreadable)."""
+    try:
+        with open(os.path.join(path, "summary.json")) as fh:
+            return json.load(fh).get("command")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def check_outdir(path: str, command: str) -> None:
     if not os.path.exists(path):
         return
@@ -84,13 +95,7 @@ def check_outdir(path: str, command: str) -> None:
     entries = [e for e in os.listdir(path) if not e.startswith(".")]
     if not entries:
         return
-    summary = os.path.join(path, "summary.json")
-    try:
-        with open(summary) as fh:
-            previous = json.load(fh).get("command")
-    except (OSError, ValueError, AttributeError):
-        previous = None
-    if previous != command:
+    if summary_command(path) != command:
         raise ConfigError(
             path, f"output directory holds files that are not a 'ufd {command}' run; "
             "choose an empty or new directory (-o)"
@@ -122,3 +127,29 @@ def atomic_write(path: str, text: str) -> None:
     with open(tmp, "w") as fh:
         fh.write(text)
     os.replace(tmp, path)
+
+
+class StopFlag:
+    """SIGINT/SIGTERM handlers that only raise a flag (checked after each step).
+
+    The first signal received is kept in ``signum`` (0: none); the previous
+    handlers are restored on exit.  Outside the main thread it does nothing.
+    """
+
+    def __init__(self):
+        self.signum = 0
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = self.signum or signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        return False

@@ -30,7 +30,7 @@ the target.
 from __future__ import annotations
 
 import numpy as np
-from petsc4py import PETSc
+from petsc4py import PETSc  # noqa: F401 - initialised before slepc4py
 
 import dolfinx
 import dolfinx.fem.petsc

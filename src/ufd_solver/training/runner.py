@@ -24,14 +24,13 @@ import json
 import logging
 import os
 import signal
-import threading
 import time
 
 import numpy as np
 
 from ..errors import ConfigError, RunInterrupted, SolverError
 from ..log import Progress
-from ..runinfo import prepare_outdir, write_config, write_summary
+from ..runinfo import StopFlag, prepare_outdir, summary_command, write_config, write_summary
 from .checkpoint import find_checkpoint, read_checkpoint, read_meta, write_checkpoint
 from .features import UserFeature, make_feature
 from .grids import cell_grid, density_values, probabilities, quadrature, to_ambient
@@ -118,28 +117,6 @@ class Problem:
 TAG_STOP, TAG_RESULT = 71, 72
 
 
-class StopFlag:
-    """SIGINT/SIGTERM handlers that only raise a flag (checked after each step)."""
-
-    def __init__(self):
-        self.signum = 0
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = self.signum or signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        return False
-
-
 def train(config, outdir=None, comm=None, restart=False) -> dict:
     """Train the particle network of ``config``; write OUTDIR; return the summary.
 
@@ -199,13 +176,7 @@ def _any_source():
 
 
 def _check_restart_dir(outdir):
-    summary = os.path.join(outdir, "summary.json")
-    try:
-        with open(summary) as fh:
-            command = json.load(fh).get("command")
-    except (OSError, ValueError, AttributeError):
-        command = None
-    if command != "train":
+    if summary_command(outdir) != "train":
         raise ConfigError(outdir, "not the output directory of a 'ufd train' (summary.json)")
     find_checkpoint(outdir)
 
