@@ -496,6 +496,7 @@ def _circle_snapshots(outdir, pics):
         ax.plot(s[order], z["rho_pde"][i][order], "C0", lw=2, label="ρ PDE")
         ax.plot(s[order], z["rho_particles"][i][order], "C3", lw=1.2, label="particles (KDE)")
         th = np.arctan2(z["theta"][i][:, 1], z["theta"][i][:, 0])
+        th = th[:: max(1, th.size // 256)]  # a rug of at most ~256 particles stays readable
         ax.plot(th, np.full(th.shape, 0.01 * top), "|", color="C3", ms=4, alpha=0.3)
         ax.set_ylim(0, top)
         ax.set_title(f"t = {z['times'][i]:.4g}")
