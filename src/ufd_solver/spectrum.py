@@ -108,15 +108,21 @@ def poincare_eigenvalues(mesh, sigma=None, mpc=None, nev: int = 4, degree: int =
 
 
 def poincare_constant(mesh, sigma_function=None, mpc=None, degree: int = 1, target: float = -0.1) -> float:
-    """First non-zero eigenvalue κ of ∫σ∇u·∇v = κ∫σuv (the predicted rate ε ~ e^{−κt}).
+    """First non-zero eigenvalue κ of ∫σ∇u·∇v = κ∫σuv (the predicted rate ε ~ e^{−κt})."""
+    return float(nonzero_eigenvalues(mesh, sigma_function, mpc, 2, degree, target)[0])
+
+
+def nonzero_eigenvalues(mesh, sigma_function=None, mpc=None, count: int = 4, degree: int = 1,
+                        target: float = -0.1) -> np.ndarray:
+    """The ``count`` smallest non-zero eigenvalues of ∫σ∇u·∇v = κ∫σuv, sorted.
 
     The smallest eigenvalue is the constant mode (κ = 0 on a connected closed
     manifold, periodic torus or no-flux box) and is skipped; a check that it
     is indeed ≈ 0 guards against a disconnected mesh or a wrong target.
     """
-    vals = poincare_eigenvalues(mesh, sigma_function, mpc, nev=3, degree=degree, target=target)
+    vals = poincare_eigenvalues(mesh, sigma_function, mpc, nev=count + 1, degree=degree, target=target)
     if abs(vals[0]) > 1e-6 * max(abs(vals[1]), 1.0):
         raise RuntimeError(f"the smallest eigenvalue {vals[0]:.3g} is not the zero mode of the constants")
     if vals[1] < 1e-8 * max(abs(vals[-1]), 1.0):
         raise RuntimeError("more than one zero eigenvalue: is the mesh connected?")
-    return float(vals[1])
+    return vals[1:count + 1]
