@@ -21,7 +21,8 @@ their common output times and writes into OUTDIR
   noise floors dashed), ``energy_rate.png`` (F(t) with the fitted and the
   predicted e^{−2κt}), ``snapshots.png`` (circle: line plots of ρ_PDE, the
   particle KDE and σ at up to six times) or ``snapshot_t<i>.png`` (sphere,
-  torus: pyvista renderings, three panels);
+  torus: pyvista renderings, three panels; two rows of them on the sphere,
+  seen from the maximum of σ and from the opposite side);
 * ``report.md`` — the table, the pictures and predicted against observed
   long-time rates;
 * ``summary.json``, ``config.toml``.
@@ -219,7 +220,7 @@ def validate(config, outdir, comm, pde_dir=None, particles_dir=None,
                           projection, bandwidth, kappas)
         if pictures and comm.rank == 0:
             result["pictures"] = _pictures(result, outdir)
-        elif comm.rank == 0:
+        else:  # every rank: the surface pictures below extend the list on all of them
             result["pictures"] = []
         if pictures and pcfg.mesh.kind != "circle":
             result["pictures"] = _surface_pictures(result, outdir, comm) + (result["pictures"] or [])
@@ -522,8 +523,27 @@ def _circle_snapshots(outdir, pics):
     return path
 
 
+def _sphere_views(points, sigma):
+    """Two antipodal camera directions for S² (from the maximum of σ and from the opposite
+    side: together they show the whole sphere) and an up vector that puts the largest σ of
+    the far hemisphere straight above the centre of the second view."""
+    d = points[int(np.argmax(sigma))]
+    d = d / np.linalg.norm(d)
+    back = points @ d < 0
+    up = points[back][int(np.argmax(sigma[back]))] if back.any() else np.array([0.0, 0.0, 1.0])
+    up = up - (up @ d) * d
+    if np.linalg.norm(up) < 1e-3:
+        up = np.array([0.0, 0.0, 1.0]) if abs(d[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+        up = up - (up @ d) * d
+    return [d, -d], up / np.linalg.norm(up)
+
+
 def _surface_pictures(result, outdir, comm):
-    """pyvista renderings (rank 0): ρ_PDE, particle density, σ side by side."""
+    """pyvista renderings (rank 0): ρ_PDE, particle density (with the particles), σ side by side.
+
+    One shared colour scale, a colour bar under each column.  On S² two rows: the view
+    from the maximum of σ and from the opposite side.
+    """
     files = []
     if comm.rank == 0:
         from .plotting import _grid, _pyvista
@@ -534,21 +554,48 @@ def _surface_pictures(result, outdir, comm):
         os.makedirs(pics, exist_ok=True)
         grid = _grid(pv, z["points"], z["cells"])
         clim = [0.0, float(max(z["rho_pde"].max(), z["sigma"].max()))]
+        sphere = result["kind"] == "sphere"
+        flat = z["points"].shape[1] == 2
+        views, up = _sphere_views(z["points"], z["sigma"]) if sphere else ([None], None)
+        W = 480
         for i in _snapshot_indices(len(z["times"]), 3):
-            pl = pv.Plotter(off_screen=True, shape=(1, 3), window_size=(1500, 520))
-            for j, (name, values) in enumerate((("rho PDE", z["rho_pde"][i]),
-                                                ("particles (KDE)", z["rho_particles"][i]),
-                                                ("sigma", z["sigma"]))):
-                pl.subplot(0, j)
-                g = grid.copy()
-                g.point_data["density"] = values
-                pl.add_text(f"{name}, t = {z['times'][i]:.4g}" if j < 2 else name, font_size=11)
-                pl.add_mesh(g, scalars="density", clim=clim, cmap="viridis",
-                            scalar_bar_args={"title": "density"})
-                if z["points"].shape[1] == 2:
-                    pl.view_xy()
-                else:
-                    pl.camera_position = [(4.0, 2.8, 3.6), (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)]
+            t = z["times"][i]
+            fields = (("rho_PDE", f"rho_PDE, t = {t:.4g}", z["rho_pde"][i]),
+                      ("particle KDE", f"particles (KDE; dots: M = {result['M']}), t = {t:.4g}",
+                       z["rho_particles"][i]),
+                      ("sigma", "sigma (teacher)", z["sigma"]))
+            pl = pv.Plotter(off_screen=True, shape=(len(views), 3), window_size=(3 * W, W * len(views)),
+                            border=True)
+            for r, v in enumerate(views):
+                for j, (bar, title, values) in enumerate(fields):
+                    pl.subplot(r, j)
+                    g = grid.copy()
+                    g.point_data["density"] = values
+                    pl.add_mesh(g, scalars="density", clim=clim, cmap="viridis", smooth_shading=True,
+                                ambient=0.35, diffuse=0.65, specular=0.0, show_scalar_bar=r == len(views) - 1,
+                                scalar_bar_args={"title": bar, "vertical": False, "position_x": 0.15,
+                                                 "position_y": 0.03, "width": 0.7, "height": 0.1,
+                                                 "title_font_size": 13, "label_font_size": 11, "fmt": "%.2g",
+                                                 "n_labels": 4})
+                    if j == 1:  # the particles themselves, just outside the inscribed mesh
+                        pts = np.zeros((z["theta"][i].shape[0], 3))
+                        pts[:, : z["theta"][i].shape[1]] = z["theta"][i] * (1.004 if sphere else 1.0)
+                        if flat:
+                            pts[:, 2] = 1e-3 * np.ptp(z["points"])  # above the plane, towards the camera
+                        pl.add_mesh(pv.PolyData(pts), color="white", point_size=2.0)
+                    pl.add_text(title, position="upper_edge", font_size=9)
+                    if flat:
+                        pl.view_xy()
+                    elif v is None:
+                        pl.camera_position = [(4.0, 2.8, 3.6), (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)]
+                    else:
+                        if j == 0:
+                            pl.add_text(f"view from ({v[0]:+.2f}, {v[1]:+.2f}, {v[2]:+.2f})"
+                                        + (": max of sigma" if r == 0 else ": opposite side"),
+                                        position=(6, W - 48), font_size=7)
+                        pl.camera_position = [tuple(5.6 * v), (0.0, 0.0, 0.0), tuple(up)]
+            for actor in pl.scalar_bars.values():
+                actor.SetTextPositionToPrecedeScalarBar()  # labels under the bar, clear of the title
             path = os.path.join(pics, f"snapshot_t{i:03d}.png")
             pl.screenshot(path)
             pl.close()

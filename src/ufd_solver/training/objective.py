@@ -24,6 +24,7 @@ from .relu2d import ReLUCircleData
 from .relu_circle_pop import FourierPCG, SortedCircle
 from .varpro import StaleCholeskyCG, ridge_dual, ridge_primal
 from .vonmises_circle_pop import FourierCircleTerm, solve_low_rank
+from .vonmises_sphere_pop import HarmonicSphereTerm
 
 
 @dataclass
@@ -111,12 +112,17 @@ class Population(Objective):
     Von Mises features on the circle (``term`` a
     :class:`~.vonmises_circle_pop.FourierCircleTerm`) use the exact finite
     Fourier factorisation G = F Fᵀ: O(M n) per step, whatever ``solver``.
+    Von Mises features on the sphere (``term`` a
+    :class:`~.vonmises_sphere_pop.HarmonicSphereTerm`) likewise use the exact
+    spherical-harmonic factorisation G = F Fᵀ (r = (L + 1)² columns): O(M r²)
+    per step, whatever ``solver``.
     """
 
     def __init__(self, feature, term, lam, c0, solver="cholesky"):
         self.feature, self.term = feature, term
         self.circle = isinstance(feature, ReLU) and feature.space.kind == "circle"
         self.fourier = isinstance(term, FourierCircleTerm)
+        self.harmonic = isinstance(term, HarmonicSphereTerm)
         super().__init__(lam, c0, solver)
 
     def set_solver(self, solver: str) -> None:
@@ -128,6 +134,8 @@ class Population(Objective):
 
     def varpro(self, theta):
         M = theta.shape[0]
+        if self.harmonic:
+            return self._state(*self.term.state(theta, self.lam, self.c0))
         if self.fourier:
             a, F, dF, b, db = self._fourier_parts(theta)
             c = solve_low_rank(F, b + self.lam * self.c0, self.lam)
@@ -153,6 +161,8 @@ class Population(Objective):
         return self._fixed(theta, c, G, kgrad, b, db)
 
     def fixed(self, theta, c):
+        if self.harmonic:
+            return self._state(*self.term.state(theta, self.lam, self.c0, c))
         if self.fourier:
             a, F, dF, b, db = self._fourier_parts(theta)
             return self._fixed_fourier(a, F, dF, c, b, db)

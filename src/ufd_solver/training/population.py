@@ -10,7 +10,9 @@ With y(x) = ∫ φ(θ', x) σ(θ') dθ' (σ of unit mass):
   once by FFT on a uniform grid of 2¹⁶ angles (trapezoidal rule, spectrally
   accurate); b and its angular derivative are then interpolated at the
   particles (linear, error O(h²) ≈ 1e−9 relative);
-* sphere: Gauss–Legendre (48) × uniform azimuth (96) product rule, evaluated
+* sphere, von Mises features: the exact spherical-harmonic expansion of K
+  (:mod:`.vonmises_sphere_pop`), b = F(θ)·β with β = ∫Fσ by the rule below;
+* sphere, other features: Gauss–Legendre (48) × uniform azimuth (96) product rule, evaluated
   at the particles every step (nodes where σ w is negligible are dropped);
 * torus (periodic Gaussian features): the uniform grid, contracted one
   coordinate at a time since the kernel is a product over coordinates.
@@ -23,6 +25,7 @@ import numpy as np
 from .features import PeriodicGaussian, VonMises, wrapped_gaussian
 from .grids import probabilities, quadrature, torus_axis
 from .vonmises_circle_pop import FourierCircleTerm
+from .vonmises_sphere_pop import HarmonicSphereTerm
 
 
 def teacher_term(feature, density, space, key="teacher.density"):
@@ -30,6 +33,11 @@ def teacher_term(feature, density, space, key="teacher.density"):
         return FourierCircleTerm(feature, density, space, key)
     if space.kind == "circle":
         return CircleTerm(feature, density, space, key)
+    if space.kind == "sphere" and isinstance(feature, VonMises):
+        try:
+            return HarmonicSphereTerm(feature, density, space, key)
+        except ValueError:  # κ beyond the expansion's range: the dense closed form below
+            pass
     if space.kind == "torus" and isinstance(feature, PeriodicGaussian):
         return TorusGaussianTerm(feature, density, space, key)
     return QuadratureTerm(feature, density, space, key)
