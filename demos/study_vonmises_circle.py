@@ -116,6 +116,7 @@ def main(argv=None) -> int:
     if comm.rank == 0:
         report(out, base, ref, results, size)
         print(os.path.join(out, "study.md"))
+    comm.Barrier()  # study.md/json exist for every rank when main returns
     return 0
 
 

@@ -109,15 +109,26 @@ class SplitAssembler(Assembler):
     r'_i = β₀ m_i σ_i/p_i².  One MatMult (residual) or one MatCopy + scale +
     diagonal update (Jacobian) replaces a finite-element assembly: ~30× cheaper
     at 1.6·10⁵ dofs.  ``scale()`` returns c; ``nodal(u_owned)`` returns the
-    arrays (r, r') over owned dofs.  Not for periodic (MPC) spaces.
+    arrays (r, r') over owned dofs.
+
+    Periodic spaces (``mpc``, a dolfinx_mpc MultiPointConstraint; K assembled
+    with it, slave rows = identity): the slave rows of R are zero, r and r'
+    vanish there (zero lumped weights), and the slaves are back-substituted
+    from their masters, as in :class:`MPCAssembler`; the nodal terms must then
+    use the masters' values (periodic σ and ρ₀).
     """
 
-    def __init__(self, K: PETSc.Mat, scale, nodal, u: dolfinx.fem.Function, weights=None):
+    def __init__(self, K: PETSc.Mat, scale, nodal, u: dolfinx.fem.Function, weights=None, mpc=None):
         self.K = K
         self.scale = scale
         self.nodal = nodal
         self.u = u
+        self.mpc = mpc
         self.n = u.function_space.dofmap.index_map.size_local
+        self.slaves = np.zeros(0, dtype=np.int32)
+        if mpc is not None:
+            slaves = np.asarray(mpc.slaves)
+            self.slaves = slaves[slaves < self.n]
         self._d = K.createVecRight()
         self.comm = u.function_space.mesh.comm
         # conservative correction: K's rows sum to zero in exact arithmetic, so
@@ -132,20 +143,33 @@ class SplitAssembler(Assembler):
     def create_matrix(self) -> PETSc.Mat:
         return self.K.duplicate(copy=True)
 
+    def set_state(self, x: PETSc.Vec) -> None:
+        super().set_state(x)
+        if self.mpc is not None:
+            self.mpc.backsubstitution(self.u)
+
+    def finalize(self, u) -> None:
+        u.x.scatter_forward()
+        if self.mpc is not None:
+            self.mpc.backsubstitution(u)
+
     def residual(self, b: PETSc.Vec) -> None:
         self.K.mult(self.u.x.petsc_vec, b)
         r, _ = self.nodal(self.u.x.array[:self.n])
         with b.localForm() as bl:
             ku = bl.array[:self.n]
+            ku[self.slaves] = 0.0
             if self.w is not None:
                 ku -= self.comm.allreduce(float(ku.sum())) * self.w
             bl.array[:self.n] = self.scale() * ku + r
 
     def jacobian(self, A: PETSc.Mat) -> None:
         self.K.copy(A, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
-        A.scale(self.scale())
+        c = self.scale()
+        A.scale(c)
         _, dr = self.nodal(self.u.x.array[:self.n])
         self._d.array[:] = dr
+        self._d.array[self.slaves] += 1.0 - c  # slave rows: the identity, as MPC assembly
         A.setDiagonal(self._d, addv=PETSc.InsertMode.ADD_VALUES)
 
 
