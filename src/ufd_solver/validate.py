@@ -508,9 +508,14 @@ def _circle_snapshots(outdir, pics):
         ax.plot(s[order], z["rho_pde"][i][order], "C0", lw=2, label="ρ PDE")
         ax.plot(s[order], z["rho_particles"][i][order], "C3", lw=1.2, label="particles (KDE)")
         th = np.arctan2(z["theta"][i][:, 1], z["theta"][i][:, 0])
+        # a histogram beside the KDE: bandwidth-free, it shows peaks the KDE smooths away
+        nb = int(min(256, max(16, 2 * math.sqrt(th.size))))
+        hist, edges = np.histogram(th, bins=nb, range=(-np.pi, np.pi), density=True)
+        ax.stairs(hist, edges, color="C1", lw=0.8, alpha=0.7, label=f"particles ({nb} bins)")
+        top_i = 1.05 * hist.max()
         th = th[:: max(1, th.size // 256)]  # a rug of at most ~256 particles stays readable
         ax.plot(th, np.full(th.shape, 0.01 * top), "|", color="C3", ms=4, alpha=0.3)
-        ax.set_ylim(0, top)
+        ax.set_ylim(0, max(top, top_i))
         ax.set_title(f"t = {z['times'][i]:.4g}")
         ax.set_xlabel("θ")
     for ax in axes.ravel()[len(idx):]:
