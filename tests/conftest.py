@@ -9,6 +9,8 @@ garbage collection and a barrier so PETSc objects are destroyed collectively.
 from __future__ import annotations
 
 import gc
+import importlib
+import json
 import os
 import sys
 
@@ -32,6 +34,23 @@ def mpi_tmp_path(tmp_path_factory):
     c = MPI.COMM_WORLD
     path = str(tmp_path_factory.mktemp("mpi")) if c.rank == 0 else None
     return c.bcast(path, root=0)
+
+
+@pytest.fixture
+def run_study(mpi_tmp_path):
+    """Run ``demos/<name>.py --small`` in-process (collective); return (module, study.json, outdir)."""
+
+    def run(name):
+        demos = os.path.join(ROOT, "demos")
+        if demos not in sys.path:
+            sys.path.insert(0, demos)
+        study = importlib.import_module(name)
+        out = os.path.join(mpi_tmp_path, name)
+        assert study.main(["--small", "-o", out, "-q"]) == 0
+        with open(os.path.join(out, "study.json")) as fh:
+            return study, json.load(fh), out
+
+    return run
 
 
 @pytest.fixture(autouse=True)

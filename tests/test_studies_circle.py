@@ -7,34 +7,19 @@ checked against what the mathematics says must hold.
 
 from __future__ import annotations
 
-import importlib
-import json
 import math
 import os
-import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMOS = os.path.join(ROOT, "demos")
 
 
-def load_demo(name):
-    if DEMOS not in sys.path:
-        sys.path.insert(0, DEMOS)
-    return importlib.import_module(name)
 
 
-def read_study(out):
-    with open(os.path.join(out, "study.json")) as fh:
-        return json.load(fh)
 
 
-def test_study_vonmises_circle_small(comm, mpi_tmp_path):
-    study = load_demo("study_vonmises_circle")
-    out = os.path.join(mpi_tmp_path, "s2")
-    assert study.main(["--small", "-o", out, "-q"]) == 0
-    data = read_study(out)
+def test_study_vonmises_circle_small(comm, run_study):
+    study, data, out = run_study("study_vonmises_circle")
     cases = {(c["width"], c["lambda"], c["init"]): c for c in data["cases"]}
     widths, lambdas = study.SMALL["widths"], study.SMALL["lambdas"]
     assert set(cases) == {(M, lam, "quantile") for M in widths for lam in lambdas} | {
@@ -62,11 +47,8 @@ def test_study_vonmises_circle_small(comm, mpi_tmp_path):
         assert os.path.isfile(os.path.join(out, "reference", "report.md"))
 
 
-def test_study_paper_circle_small(comm, mpi_tmp_path):
-    study = load_demo("study_paper_circle")
-    out = os.path.join(mpi_tmp_path, "s1")
-    assert study.main(["--small", "-o", out, "-q"]) == 0
-    data = read_study(out)
+def test_study_paper_circle_small(comm, run_study):
+    study, data, out = run_study("study_paper_circle")
     cases = {(c["gamma"], c["lambda"]): c for c in data["cases"]}
     assert set(cases) == {(g, lam) for g in study.SMALL["gammas"] for lam in study.SMALL["lambdas"]}
     for (g, lam), c in cases.items():

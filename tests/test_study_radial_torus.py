@@ -11,24 +11,15 @@ the package (closed forms, a 2D quadrature in numpy).
 from __future__ import annotations
 
 import csv
-import importlib
-import json
 import math
 import os
-import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMOS = os.path.join(ROOT, "demos")
 L = 4.0
 STD = 0.25  # the paper-torus preset's modes
 
 
-def load_demo(name):
-    if DEMOS not in sys.path:
-        sys.path.insert(0, DEMOS)
-    return importlib.import_module(name)
 
 
 def mean_distance_uniform_torus(side):
@@ -76,12 +67,8 @@ def test_mean_distance_helpers():
     assert abs(mc.mean() - mean_distance_sigma()) < 4 * mc.std() / math.sqrt(mc.size)
 
 
-def test_study_radial_torus_small(comm, mpi_tmp_path):
-    study = load_demo("study_radial_torus")
-    out = os.path.join(mpi_tmp_path, "s3")
-    assert study.main(["--small", "-o", out, "-q"]) == 0
-    with open(os.path.join(out, "study.json")) as fh:
-        data = json.load(fh)
+def test_study_radial_torus_small(comm, run_study):
+    study, data, out = run_study("study_radial_torus")
     ref = data["reference"]
     t = np.array(ref["times"])
     M = ref["width"]

@@ -7,23 +7,14 @@ against closed forms computed here independently of the package.
 
 from __future__ import annotations
 
-import importlib
-import json
 import math
 import os
-import sys
 
 import numpy as np
 from scipy import special
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMOS = os.path.join(ROOT, "demos")
 
 
-def load_demo(name):
-    if DEMOS not in sys.path:
-        sys.path.insert(0, DEMOS)
-    return importlib.import_module(name)
 
 
 def mmd_vonmises_mixture_to_uniform(centers, kappas, weights, lmax=60):
@@ -58,12 +49,8 @@ def fibonacci_mmd_to_uniform(M):
     return math.sqrt(4.0 / 3.0 - d.mean())
 
 
-def test_study_vonmises_sphere_small(comm, mpi_tmp_path):
-    study = load_demo("study_vonmises_sphere")
-    out = os.path.join(mpi_tmp_path, "s4")
-    assert study.main(["--small", "-o", out, "-q"]) == 0
-    with open(os.path.join(out, "study.json")) as fh:
-        data = json.load(fh)
+def test_study_vonmises_sphere_small(comm, run_study):
+    study, data, out = run_study("study_vonmises_sphere")
     cases = {(c["init"], c["width"], c["lambda"]): c for c in data["cases"]}
     M, lam = data["setup"]["width"], data["setup"]["lambda"]
     sweep = study.SMALL["sweep_lambdas"]
