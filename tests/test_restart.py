@@ -48,7 +48,7 @@ def table(path):
 
 
 def assert_same_run(a, b, exact_counts=True):
-    """Rows equal to 1e-10, Newton counts equal.  A run rebuilds its preconditioner at
+    """Rows equal to 1e-10 (1e-9, see below), Newton counts equal.  A run rebuilds its preconditioner at
     every scheduled checkpoint, so a restart from one repeats the iterations exactly on
     the same rank count.  Otherwise (another rank count: another BoomerAMG; a restart
     from a signal's checkpoint: a fresh preconditioner where the run reused one) each
@@ -56,7 +56,11 @@ def assert_same_run(a, b, exact_counts=True):
     threshold may go either way: counts within one."""
     ta, tb = table(os.path.join(a, "diagnostics.csv")), table(os.path.join(b, "diagnostics.csv"))
     assert ta.shape == tb.shape  # no duplicated or missing rows
-    np.testing.assert_allclose(ta[:, :-1], tb[:, :-1], rtol=1e-10, atol=1e-12)
+    # Newton stops at a residual of 1e-11 of the mass scale; other Krylov iterates (another
+    # rank count) land elsewhere within it, and the differences accumulate over the steps:
+    # 2e-10 relative was seen once in the small values (min_rho) of a 1 → 2 rank restart
+    tol = 1e-10 if exact_counts else 1e-9
+    np.testing.assert_allclose(ta[:, :-1], tb[:, :-1], rtol=tol, atol=tol * 1e-2)
     if exact_counts:
         np.testing.assert_array_equal(ta[:, -1], tb[:, -1])
     else:
