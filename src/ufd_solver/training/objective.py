@@ -17,12 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve
 
 from .features import ReLU
 from .relu2d import ReLUCircleData
 from .relu_circle_pop import FourierPCG, SortedCircle
-from .varpro import StaleCholeskyCG, ridge_dual, ridge_primal
+from .varpro import StaleCholeskyCG, ridge_dual, ridge_primal, solve_spd_shifted
 from .vonmises_circle_pop import FourierCircleTerm, solve_low_rank
 from .vonmises_sphere_pop import HarmonicSphereTerm
 
@@ -149,9 +148,7 @@ class Population(Objective):
             else:
                 A = circ.dense_gram()
                 A /= M
-                A.flat[:: M + 1] += self.lam
-                cs = cho_solve(cho_factor(A, lower=True, overwrite_a=True, check_finite=False),
-                               rhs[circ.order], check_finite=False)
+                cs = solve_spd_shifted(A, self.lam, rhs[circ.order])
                 c = np.empty_like(cs)
                 c[circ.order] = cs
             return self._fixed_circle(circ, c, b, db)

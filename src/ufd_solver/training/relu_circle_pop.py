@@ -40,6 +40,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
+from .varpro import solve_spd_shifted
+
 TWO_PI = 2.0 * np.pi
 
 
@@ -179,9 +181,7 @@ class FourierPCG:
         self.refactors += 1
         A = circle.dense_gram()
         A /= M
-        A.flat[:: M + 1] += self.lam
-        return cho_solve(cho_factor(A, lower=True, overwrite_a=True, check_finite=False), rhs,
-                         check_finite=False)
+        return solve_spd_shifted(A, self.lam, rhs)
 
     def solve(self, circle, rhs, guess=None):
         """c (sorted order) with ‖(G/M + λ) c − rhs‖ ≤ rtol ‖rhs‖ (true residual)."""

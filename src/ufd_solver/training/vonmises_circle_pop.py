@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import special
-from scipy.linalg import cho_factor, cho_solve
 
 from .grids import probabilities, quadrature
+from .varpro import solve_spd_shifted
 
 REL_CUT = 1e-18  # modes with I_n(κ)² below this fraction of I₀(κ)² are dropped
 MAX_MODES = 4096
@@ -112,13 +112,10 @@ def solve_low_rank(F: np.ndarray, rhs: np.ndarray, lam: float) -> np.ndarray:
     if r >= M:
         A = F @ F.T
         A /= M
-        A.flat[:: M + 1] += lam
-        return cho_solve(cho_factor(A, lower=True, overwrite_a=True, check_finite=False), rhs,
-                         check_finite=False)
+        return solve_spd_shifted(A, lam, rhs)
     Q, R = np.linalg.qr(F)
     S = R @ R.T
     S /= M
-    S.flat[:: r + 1] += lam
     q = Q.T @ rhs
-    z = cho_solve(cho_factor(S, lower=True, overwrite_a=True, check_finite=False), q, check_finite=False)
+    z = solve_spd_shifted(S, lam, q)
     return Q @ z + (rhs - Q @ q) / lam

@@ -49,9 +49,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import special
-from scipy.linalg import cho_factor, cho_solve
 
 from .grids import probabilities, quadrature
+from .varpro import solve_spd_shifted
 
 REL_CUT = 1e-18  # degrees with (2l + 1) i_l(κ)² below this fraction of i_0(κ)² are dropped
 MAX_DEGREE = 200
@@ -196,10 +196,9 @@ class HarmonicSphereTerm:
         M = F.shape[0]
         A = F.T @ F
         A /= M
-        A.flat[:: A.shape[0] + 1] += lam
         rhs = self.beta.copy()
         rhs[0] += lam * c0 / F[0, 0]  # the constant 1 is F e₀ / F₀₀
-        y = cho_solve(cho_factor(A, lower=True, overwrite_a=True, check_finite=False), rhs, check_finite=False)
+        y = solve_spd_shifted(A, lam, rhs)
         return F @ y
 
     def state(self, theta, lam, c0, c=None):
